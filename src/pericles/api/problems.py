@@ -1,0 +1,129 @@
+"""Errors as RFC 9457 problem JSON: every error the API answers is mapped here, and only here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from pericles.errors import (
+    AlreadyTerminal,
+    InvalidSpec,
+    InvalidTransition,
+    PayloadNotFound,
+    PericlesError,
+    ServiceUnavailable,
+)
+
+log = logging.getLogger("pericles.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error to answer as problem JSON, raised by the API layer itself."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    slug: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+# Most specific class first: the first match wins.
+_ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
+    (PayloadNotFound, 404, "payload-not-found"),
+    (AlreadyTerminal, 409, "already-terminal"),
+    (InvalidTransition, 409, "invalid-transition"),
+    (InvalidSpec, 422, "invalid-spec"),
+    (ServiceUnavailable, 503, "unavailable"),
+]
+
+
+def _from_pericles_error(exc: PericlesError) -> Response:
+    for cls, status, slug in _ERROR_STATUS:
+        if isinstance(exc, cls):
+            headers = None
+            if isinstance(exc, ServiceUnavailable) and exc.retry_after is not None:
+                headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+            return problem_response(status, str(exc), slug, headers)
+    log.error("unmapped error: %r", exc)
+    return problem_response(500, "internal error", "internal")
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc.status, exc.detail, exc.slug, exc.headers, **exc.extra)
+
+
+async def _on_pericles_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PericlesError)
+    return _from_pericles_error(exc)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no resource at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
+    return problem_response(422, "the request is not valid", "invalid-request", errors=errors)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises after this answer, so the server still logs the traceback.
+    return problem_response(500, "the server failed to handle this request", "internal")
+
+
+def install(app: FastAPI) -> None:
+    """Make every error the app can answer a problem JSON body."""
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(PericlesError, _on_pericles_error)
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)

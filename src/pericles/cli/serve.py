@@ -1,0 +1,45 @@
+"""`handler-serve`: build the settings, configure logging, run the app under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from pericles.api.app import create_app
+from pericles.settings import Settings
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(settings: Settings) -> None:
+    _configure_logging(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # An open output stream never ends by itself: without a bound, shutdown would wait on it.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
+        loop="uvloop",
+        http="httptools",
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:
+        print(f"handler-serve: invalid settings:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    serve(settings)

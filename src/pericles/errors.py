@@ -1,0 +1,46 @@
+"""The exceptions Pericles raises, one tree for every layer.
+
+    PericlesError
+     +-- PayloadNotFound      no payload has that id
+     +-- InvalidSpec          the request asks for something that cannot be run
+     +-- InvalidTransition    a payload cannot move from its state to the one asked
+     |    +-- AlreadyTerminal the payload has ended and never changes again
+     +-- ServiceUnavailable   the service is not taking work now (shutting down, full)
+
+Each layer turns foreign errors into these (`raise ... from exc`); `api.problems` alone maps
+them to HTTP.
+"""
+
+from __future__ import annotations
+
+
+class PericlesError(Exception):
+    """Base of every error Pericles raises on purpose."""
+
+
+class PayloadNotFound(PericlesError):
+    def __init__(self, payload_id: str) -> None:
+        super().__init__(f"no payload has the id {payload_id!r}")
+        self.payload_id = payload_id
+
+
+class InvalidSpec(PericlesError):
+    """The request is well-formed but names something that cannot be run."""
+
+
+class InvalidTransition(PericlesError):
+    def __init__(self, payload_id: str, current: str, wanted: str) -> None:
+        super().__init__(f"payload {payload_id} is {current!r} and cannot become {wanted!r}")
+        self.payload_id = payload_id
+        self.current = current
+        self.wanted = wanted
+
+
+class AlreadyTerminal(InvalidTransition):
+    pass
+
+
+class ServiceUnavailable(PericlesError):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after

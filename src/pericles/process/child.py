@@ -1,0 +1,151 @@
+"""A running child: its pipes drained, its exit watched through a pidfd, its group signalled.
+
+Everything here runs as event-loop callbacks on the loop's thread, so no lock is needed:
+no callback awaits, and each one sees and leaves the child in a consistent state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import resource
+import signal
+from collections.abc import Callable
+
+log = logging.getLogger("pericles.process")
+
+#: Receives each chunk read from a child: ("stdout" | "stderr", bytes).
+OutputSink = Callable[[str, bytes], None]
+
+_READ_SIZE = 65536
+# Once the leader has exited and its group is killed, how long stray holders of the pipes
+# (a descendant that left the group) may keep them open before we stop reading.
+_DRAIN_AFTER_EXIT = 2.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Exit:
+    """How a child ended: `exit_code` when it exited, `signal` (a name) when a signal killed it."""
+
+    exit_code: int | None
+    signal: str | None
+    rusage: resource.struct_rusage | None
+
+
+def _decode_status(status: int) -> tuple[int | None, str | None]:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return None, signal.Signals(sig).name
+        except ValueError:
+            return None, f"SIG{sig}"
+    return os.waitstatus_to_exitcode(status), None
+
+
+class Child:
+    """A started process, leader of its own session and process group.
+
+    `exited` resolves once the process is reaped and its pipes are drained, so by then every
+    byte it wrote has reached the sink.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        stdout_fd: int,
+        stderr_fd: int,
+        sink: OutputSink,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.pid = pid
+        self._loop = loop
+        self._sink = sink
+        self._exit: Exit | None = None
+        self.exited: asyncio.Future[Exit] = loop.create_future()
+        self._pipes: dict[int, str] = {}
+        for fd, name in ((stdout_fd, "stdout"), (stderr_fd, "stderr")):
+            os.set_blocking(fd, False)
+            self._pipes[fd] = name
+            loop.add_reader(fd, self._on_readable, fd)
+        # Holding the pidfd pins the pid: it cannot be reused until we reap it, so signals
+        # sent before the reap always reach our child and its group.
+        self._pidfd: int | None = os.pidfd_open(pid)
+        loop.add_reader(self._pidfd, self._on_exit)
+        self._drain_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def reaped(self) -> bool:
+        return self._exit is not None
+
+    def signal_group(self, sig: signal.Signals) -> bool:
+        """Send `sig` to the child's whole process group; False when it has already ended."""
+        if self._exit is not None:
+            return False
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def terminate(self, grace: float) -> Exit:
+        """SIGTERM to the group, up to `grace` seconds to exit, then SIGKILL; reaped on return."""
+        if self.signal_group(signal.SIGTERM):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exited), grace)
+        self.signal_group(signal.SIGKILL)
+        return await self.exited
+
+    def _on_readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.warning("pid %d: reading %s failed: %s", self.pid, self._pipes[fd], exc)
+            data = b""
+        if data:
+            self._sink(self._pipes[fd], data)
+        else:
+            self._close_pipe(fd)
+
+    def _close_pipe(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        del self._pipes[fd]
+        self._maybe_done()
+
+    def _on_exit(self) -> None:
+        # The leader is a zombie now, still holding its pid, so the group id cannot have been
+        # reused: kill whatever it left behind in its group before reaping it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        try:
+            _, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            status, rusage = 0, None
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        code, sig = _decode_status(status)
+        self._exit = Exit(code, sig, rusage)
+        if self._pipes:
+            self._drain_timer = self._loop.call_later(_DRAIN_AFTER_EXIT, self._abandon_pipes)
+        self._maybe_done()
+
+    def _abandon_pipes(self) -> None:
+        log.warning(
+            "pid %d: output still open %.0fs after exit; closing", self.pid, _DRAIN_AFTER_EXIT
+        )
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
+
+    def _maybe_done(self) -> None:
+        if self._exit is None or self._pipes or self.exited.done():
+            return
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self.exited.set_result(self._exit)

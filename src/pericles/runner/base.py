@@ -1,0 +1,55 @@
+"""The runner interface: start a spec, then report what its process does as events."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import AsyncIterator
+
+from pericles.model import PayloadSpec
+
+
+class StartFailed(Exception):
+    """The process could not be started; `reason` is the OS's text, e.g. 'No such file...'."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Output:
+    stream: str
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Exited:
+    exit_code: int | None
+    signal: str | None
+
+
+Event = Output | Exited
+
+
+class Execution(abc.ABC):
+    """One started process. Its `events()` yield output in order and end with one `Exited`."""
+
+    pid: int | None
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[Event]: ...
+
+    @abc.abstractmethod
+    async def terminate(self, grace: float) -> None:
+        """Stop the process and all it started: SIGTERM, `grace` seconds, then SIGKILL."""
+
+
+class Runner(abc.ABC):
+    @abc.abstractmethod
+    async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
+        """Start the spec's process; raises `StartFailed` when it cannot be started."""
+
+    async def close(self) -> None:
+        """Release what the runner holds."""
+        return None
