@@ -25,6 +25,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store("memory://", settings.max_output)
         runner = LocalRunner()
+        await runner.open()
         service = Service(settings, store, runner)
         app.state.service = service
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -33,6 +34,12 @@ def serve(settings: Settings) -> None:
         http="httptools",
         server_header=False,
     )
+    stop_signals: list[int] = []
+    # uvicorn handles SIGINT and SIGTERM while it runs, then puts back the handlers it found
+    # and raises the signal again. These are the ones it finds: they only note the signal, so
+    # a requested stop, once drained, ends with status 0 instead of a KeyboardInterrupt.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
     uvicorn.Server(config).run()
 
 

@@ -4,6 +4,7 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
 from pericles.process.child import Child, Exit, OutputSink
+from pericles.process.reaper import become_subreaper, kill_strays
 from pericles.process.spawn import DEFAULT_PATH, SpawnFailed, resolve_executable, spawn
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "Exit",
     "OutputSink",
     "SpawnFailed",
+    "become_subreaper",
+    "kill_strays",
     "resolve_executable",
     "spawn",
 ]

@@ -15,6 +15,8 @@ import resource
 import signal
 from collections.abc import Callable
 
+from pericles.process.reaper import reap_group
+
 log = logging.getLogger("pericles.process")
 
 #: Receives each chunk read from a child: ("stdout" | "stderr", bytes).
@@ -130,6 +132,7 @@ class Child:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+        reap_group(self.pid, self._loop)
         code, sig = _decode_status(status)
         self._exit = Exit(code, sig, rusage)
         if self._pipes:

@@ -50,6 +50,10 @@ class Runner(abc.ABC):
     async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
         """Start the spec's process; raises `StartFailed` when it cannot be started."""
 
+    async def open(self) -> None:
+        """Get ready to start payloads."""
+        return None
+
     async def close(self) -> None:
-        """Release what the runner holds."""
+        """Release what the runner holds, once every payload has ended."""
         return None

@@ -45,5 +45,13 @@ class LocalExecution(Execution):
 
 
 class LocalRunner(Runner):
+    async def open(self) -> None:
+        process.become_subreaper()
+
+    async def close(self) -> None:
+        strays = process.kill_strays()
+        if strays:
+            log.warning("killed %d process(es) that escaped their payload's group", strays)
+
     async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
         return LocalExecution(payload_id, spec.cmd, list(spec.params))

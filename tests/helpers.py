@@ -1,0 +1,207 @@
+"""Small helpers the tests share: a real server in a subprocess, waiting on conditions, /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+PYTHON = sys.executable
+TERMINAL = ("finished", "cancelled")
+_STARTED = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
+
+
+def handler_serve() -> str:
+    path = shutil.which("handler-serve", path=str(Path(sys.executable).parent))
+    if path is None:
+        raise RuntimeError("handler-serve is not installed beside this Python")
+    return path
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def release(fifo: Path, timeout: float = 10.0) -> None:
+    """Write a line into `fifo` once its reader has it open, letting that reader go on."""
+
+    def open_writer() -> int | None:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: nobody has it open for reading yet
+            return None
+
+    fd = wait_until(open_writer, timeout, f"a reader on {fifo}")
+    try:
+        os.write(fd, b"go\n")
+    finally:
+        os.close(fd)
+
+
+def is_terminal(record: Mapping[str, Any]) -> bool:
+    status = str(record["status"])
+    return status in TERMINAL or status.startswith("error:")
+
+
+def wait_for_status(
+    client: httpx.Client, payload_id: str, status: str | None = None, timeout: float = 10.0
+) -> dict[str, Any]:
+    """The record once it has `status` (or once terminal when `status` is None)."""
+
+    def check() -> dict[str, Any] | None:
+        record: dict[str, Any] = client.get(f"/payloads/{payload_id}").json()
+        done = is_terminal(record) if status is None else record["status"] == status
+        return record if done else None
+
+    return wait_until(check, timeout, f"payload {payload_id} to be {status or 'terminal'}")
+
+
+@dataclass
+class Server:
+    """A real `handler-serve` process on a free loopback port."""
+
+    process: subprocess.Popen[str]
+    port: int
+    log_lines: list[str]
+    reader: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10.0, **kwargs)
+
+    def log(self) -> str:
+        return "".join(self.log_lines)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        finally:
+            self.reader.join(timeout)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+
+def start_server(*args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0) -> Server:
+    """Start `handler-serve` on port 0 and return once it answers /healthz."""
+    full_env = {**os.environ, **(env or {})}
+    argv = [handler_serve(), *args]
+    if "PERICLES_PORT" not in full_env and "--port" not in args:
+        argv += ["--port", "0"]
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+    lines: list[str] = []
+    port_found = threading.Event()
+    ports: list[int] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            match = _STARTED.search(line)
+            if match:
+                ports.append(int(match.group(1)))
+                port_found.set()
+        port_found.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    if not port_found.wait(timeout) or not ports:
+        process.kill()
+        process.wait()
+        reader.join(timeout)
+        raise RuntimeError("server did not start:\n" + "".join(lines))
+    server = Server(process, ports[0], lines, reader)
+    with server.client() as client:
+        wait_until(lambda: _healthy(client), timeout, "the server to answer /healthz")
+    return server
+
+
+def _healthy(client: httpx.Client) -> bool:
+    try:
+        return client.get("/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextlib.contextmanager
+def running_server(*args: str, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    server = start_server(*args, env=env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+
+
+def processes() -> list[ProcInfo]:
+    """Every process visible in /proc, with its state, parent and process group."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found.append(ProcInfo(int(entry), fields[0], int(fields[1]), int(fields[2])))
+    return found
+
+
+def group_members(pgrp: int) -> list[ProcInfo]:
+    return [p for p in processes() if p.pgrp == pgrp]
+
+
+def zombie_children(pid: int) -> list[ProcInfo]:
+    return [p for p in processes() if p.ppid == pid and p.state == "Z"]
