@@ -106,6 +106,10 @@ class Payload:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
 
     @property
     def state(self) -> Status:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+from pericles.changes import Changes
 from pericles.errors import ServiceUnavailable
+from pericles.feed import StatusFeed
 from pericles.model import (
     Payload,
     PayloadSpec,
@@ -24,6 +27,7 @@ from pericles.model import (
 from pericles.runner import Execution, Exited, Output, Runner, StartFailed
 from pericles.settings import Settings
 from pericles.store import Store
+from pericles.store.output import Piece
 
 log = logging.getLogger("pericles.service")
 
@@ -36,6 +40,9 @@ class Service:
         self._accepting = True
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._executions: dict[str, Execution] = {}
+        # Woken on every change of a payload: its output or its status.
+        self._changes = Changes()
+        self.feed = StatusFeed()
 
     @property
     def store(self) -> Store:
@@ -57,6 +64,7 @@ class Service:
             created_at=utcnow(),
         )
         await self._store.add(record)
+        self._published(record)
         task = asyncio.create_task(self._drive(record, spec), name=f"payload-{record.id}")
         self._tasks[record.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(record.id, None))
@@ -74,7 +82,69 @@ class Service:
         check_transition(record, wanted)
         new = dataclasses.replace(record, status=status or wanted.value, **changes)
         await self._store.put(new)
+        self._published(new)
         return new
+
+    def _published(self, record: Payload) -> None:
+        log.debug("payload %s: %s (pid %s)", record.id, record.status, record.pid)
+        self.feed.publish(record)
+        self._changes.notify(record.id)
+        if record.terminal:
+            self._changes.forget(record.id)
+
+    async def _record_output(self, record: Payload, event: Output) -> Payload:
+        total, dropped = await self._store.append_output(record.id, event.stream, event.data)
+        if event.stream == "stdout":
+            record = dataclasses.replace(record, stdout_bytes=total, stdout_dropped=dropped)
+        else:
+            record = dataclasses.replace(record, stderr_bytes=total, stderr_dropped=dropped)
+        await self._store.put(record)
+        self._changes.notify(record.id)
+        return record
+
+    async def wait(self, payload_id: str, timeout: float) -> Payload:
+        """The record once terminal, or as it is after `timeout` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            version = self._changes.version(payload_id)
+            record = await self._store.get(payload_id)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if record.terminal or remaining <= 0:
+                return record
+            await self._changes.wait(payload_id, version, remaining)
+
+    async def follow(
+        self,
+        payload_id: str,
+        positions: dict[str, int],
+        seen_status: str | None = None,
+        heartbeat: float = 15.0,
+    ) -> AsyncIterator[Payload | Piece | None]:
+        """A payload's output from `positions` on and its status changes, until it ends.
+
+        Yields the record whenever its status differs from the last one yielded (starting
+        from `seen_status`), output pieces in the order they were read, and None after
+        `heartbeat` seconds of quiet. The last item is the terminal record, after all output.
+        Readers pull from the store at their own pace and hold nothing: one that falls behind
+        the kept output sees a jump in offsets where bytes were dropped.
+        """
+        while True:
+            version = self._changes.version(payload_id)
+            # Read the record before the output: once it is terminal, all output is stored.
+            record = await self._store.get(payload_id)
+            if record.status != seen_status and not record.terminal:
+                seen_status = record.status
+                yield record
+            pieces = await self._store.output_pieces(payload_id, positions)
+            for piece in pieces:
+                positions[piece.stream] = piece.offset + len(piece.data)
+                yield piece
+            if record.terminal:
+                if record.status != seen_status:
+                    yield record
+                return
+            if not pieces and not await self._changes.wait(payload_id, version, heartbeat):
+                yield None
 
     async def _drive(self, record: Payload, spec: PayloadSpec) -> None:
         if not self._accepting:
@@ -98,7 +168,7 @@ class Service:
             )
             async for event in execution.events():
                 if isinstance(event, Output):
-                    await self._store.append_output(record.id, event.stream, event.data)
+                    record = await self._record_output(record, event)
                 elif isinstance(event, Exited):
                     record = await self._move(
                         record,

@@ -6,8 +6,10 @@ A store keeps records and output; it never decides a transition. The service doe
 from __future__ import annotations
 
 import abc
+import builtins
 
 from pericles.model import Payload
+from pericles.store.output import Piece
 
 
 class Store(abc.ABC):
@@ -28,12 +30,29 @@ class Store(abc.ABC):
         """Every record, oldest first."""
 
     @abc.abstractmethod
-    async def append_output(self, payload_id: str, stream: str, data: bytes) -> None:
-        """Add bytes a payload wrote to `stream` ("stdout" or "stderr")."""
+    async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
+        """Add bytes a payload wrote to `stream` ("stdout" or "stderr").
+
+        Returns the stream's total bytes written so far and how many of them were dropped.
+        """
 
     @abc.abstractmethod
-    async def read_output(self, payload_id: str, stream: str, offset: int = 0) -> tuple[bytes, int]:
-        """Kept bytes of `stream` from `offset`, and how many bytes the range lost as dropped."""
+    async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
+        """Kept bytes from `offset` on, and how many in that range were dropped.
+
+        `stream` is "stdout", "stderr", or "both": the two interleaved in the order they were
+        read, with `offset` counted in the combined output.
+        """
+
+    @abc.abstractmethod
+    async def output_pieces(
+        self, payload_id: str, positions: dict[str, int]
+    ) -> builtins.list[Piece]:
+        """Kept bytes of each stream named in `positions` from its offset, in read order."""
+
+    @abc.abstractmethod
+    async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
+        """Where each stream stands at `offset` of the combined output."""
 
     async def close(self) -> None:
         """Release what the store holds open."""

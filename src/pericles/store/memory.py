@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
+
 from pericles.errors import PayloadNotFound
 from pericles.model import Payload
 from pericles.store.base import Store
-from pericles.store.output import OutputBuffer
+from pericles.store.output import STREAMS, OutputLog, Piece
 
 
 class MemoryStore(Store):
@@ -13,8 +15,8 @@ class MemoryStore(Store):
         self._max_output = max_output
         # dicts keep insertion order, which is creation order: oldest first for free.
         self._records: dict[str, Payload] = {}
-        # Only payloads that wrote something get buffers, so a silent payload costs none.
-        self._output: dict[tuple[str, str], OutputBuffer] = {}
+        # Only payloads that wrote something get a log, so a silent payload costs none.
+        self._output: dict[str, OutputLog] = {}
 
     async def add(self, record: Payload) -> None:
         if record.id in self._records:
@@ -35,16 +37,34 @@ class MemoryStore(Store):
     async def list(self) -> list[Payload]:
         return list(self._records.values())
 
-    async def append_output(self, payload_id: str, stream: str, data: bytes) -> None:
-        buffer = self._output.get((payload_id, stream))
-        if buffer is None:
-            buffer = self._output[payload_id, stream] = OutputBuffer(self._max_output)
-        buffer.append(data)
+    async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
+        log = self._output.get(payload_id)
+        if log is None:
+            log = self._output[payload_id] = OutputLog(self._max_output)
+        log.append(stream, data)
+        return log.streams[stream].total, log.streams[stream].dropped
 
-    async def read_output(self, payload_id: str, stream: str, offset: int = 0) -> tuple[bytes, int]:
+    def _log(self, payload_id: str) -> OutputLog | None:
         if payload_id not in self._records:
             raise PayloadNotFound(payload_id)
-        buffer = self._output.get((payload_id, stream))
-        if buffer is None:
+        return self._output.get(payload_id)
+
+    async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
+        log = self._log(payload_id)
+        if log is None:
             return b"", 0
-        return buffer.read(offset)
+        if stream == "both":
+            return log.read_both(offset)
+        return log.read(stream, offset)
+
+    async def output_pieces(
+        self, payload_id: str, positions: dict[str, int]
+    ) -> builtins.list[Piece]:
+        log = self._log(payload_id)
+        return [] if log is None else log.pieces(positions)
+
+    async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
+        log = self._log(payload_id)
+        if log is None:
+            return dict.fromkeys(STREAMS, 0)
+        return log.positions_at(offset)

@@ -1,48 +1,211 @@
-"""Bounded capture of one output stream: the first half and the latest half are kept."""
+"""Bounded capture of a payload's output, in the order the server read it.
+
+Each stream keeps its first half (`head`) and its most recent half (`tail`) of `limit`
+bytes; what lies between is dropped and counted. Chunks remember their offset in their own
+stream and in the combined output (`coff`), so the two streams can be read back interleaved
+as they came, and a reader can resume from any offset.
+"""
 
 from __future__ import annotations
 
+import bisect
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-class OutputBuffer:
-    """Keeps at most `limit` bytes of a stream: its head and its most recent tail.
+STREAMS = ("stdout", "stderr")
 
-    Offsets count from the start of the stream. Once more than `limit` bytes have been
-    written, the bytes between the head and the tail are dropped and counted in `dropped`.
-    """
+# A chunk is appended to the one before when no other stream wrote in between, so most
+# output makes few chunks. These bound the count when the two streams alternate in tiny
+# writes: past them the head counts as full, and the oldest tail chunks are merged.
+_MAX_HEAD_CHUNKS = 4096
+_MAX_TAIL_CHUNKS = 4096
+_COALESCE_BELOW = 65536
 
-    __slots__ = ("_head", "_head_limit", "_tail", "_tail_limit", "total")
+
+class Chunk:
+    __slots__ = ("coff", "data", "offset")
+
+    def __init__(self, offset: int, coff: int, data: bytes) -> None:
+        self.offset = offset
+        self.coff = coff
+        self.data = bytearray(data)
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Bytes of one stream, at `offset` in that stream and `coff` in the combined output."""
+
+    stream: str
+    offset: int
+    coff: int
+    data: bytes
+
+
+class StreamLog:
+    __slots__ = ("head", "head_bytes", "head_limit", "tail", "tail_bytes", "tail_limit", "total")
 
     def __init__(self, limit: int) -> None:
-        self._head_limit = limit - limit // 2
-        self._tail_limit = limit // 2
-        self._head = bytearray()
-        self._tail = bytearray()
+        self.head_limit = limit - limit // 2
+        self.tail_limit = limit // 2
+        self.head: list[Chunk] = []
+        self.head_bytes = 0
+        self.tail: deque[Chunk] = deque()
+        self.tail_bytes = 0
         self.total = 0
 
     @property
     def dropped(self) -> int:
-        return self.total - len(self._head) - len(self._tail)
+        return self.total - self.head_bytes - self.tail_bytes
 
-    def append(self, data: bytes) -> None:
+    def _head_open(self) -> bool:
+        return self.head_bytes < self.head_limit and len(self.head) < _MAX_HEAD_CHUNKS
+
+    def append(self, data: bytes, coff: int, extend_last: bool) -> None:
+        offset = self.total
         self.total += len(data)
-        room = self._head_limit - len(self._head)
-        if room > 0:
-            self._head += data[:room]
-            data = data[room:]
-        if not data or self._tail_limit == 0:
+        if self._head_open():
+            room = self.head_limit - self.head_bytes
+            part, data = data[:room], data[room:]
+            if extend_last and self.head and not self.tail:
+                self.head[-1].data += part
+            else:
+                self.head.append(Chunk(offset, coff, part))
+            self.head_bytes += len(part)
+            offset += len(part)
+            coff += len(part)
+            extend_last = False
+        if not data:
             return
-        self._tail += data
-        excess = len(self._tail) - self._tail_limit
-        if excess > 0:
-            # CPython drops a bytearray's leading bytes by moving its start: no copy.
-            del self._tail[:excess]
+        if extend_last and self.tail and len(self.tail[-1].data) < _COALESCE_BELOW:
+            self.tail[-1].data += data
+        else:
+            self.tail.append(Chunk(offset, coff, data))
+        self.tail_bytes += len(data)
+        self._trim()
 
-    def read(self, offset: int = 0) -> tuple[bytes, int]:
-        """The kept bytes from `offset` on, and how many bytes the range skips as dropped."""
-        head_end = len(self._head)
-        tail_start = self.total - len(self._tail)
-        if offset < head_end:
-            return bytes(self._head[offset:]) + bytes(self._tail), self.dropped
-        if offset < tail_start:
-            return bytes(self._tail), tail_start - offset
-        return bytes(self._tail[offset - tail_start :]), 0
+    def _trim(self) -> None:
+        excess = self.tail_bytes - self.tail_limit
+        while excess > 0 and self.tail:
+            first = self.tail[0]
+            if len(first.data) <= excess:
+                self.tail.popleft()
+                self.tail_bytes -= len(first.data)
+                excess -= len(first.data)
+            else:
+                # CPython drops a bytearray's leading bytes by moving its start: no copy.
+                del first.data[:excess]
+                first.offset += excess
+                first.coff += excess
+                self.tail_bytes -= excess
+                excess = 0
+        while len(self.tail) > _MAX_TAIL_CHUNKS:
+            # Merging loses where the other stream's bytes fell between these two: the price
+            # of a bound on memory when streams alternate in tiny writes.
+            first = self.tail.popleft()
+            self.tail[0].data[:0] = first.data
+            self.tail[0].offset = first.offset
+            self.tail[0].coff = first.coff
+
+    def chunks_from(self, offset: int) -> Iterator[Chunk]:
+        """Chunks holding bytes at or after `offset`, oldest first."""
+        if self.head and offset < self.head[-1].end:
+            starts = [c.offset for c in self.head]
+            first = max(bisect.bisect_right(starts, offset) - 1, 0)
+            yield from self.head[first:]
+            yield from self.tail
+            return
+        # Readers that follow live output ask for the newest bytes: look from the end.
+        index = len(self.tail)
+        while index > 0 and self.tail[index - 1].end > offset:
+            index -= 1
+        for i in range(index, len(self.tail)):
+            yield self.tail[i]
+
+
+def _clip(stream: str, chunk: Chunk, offset: int) -> Piece:
+    skip = max(offset - chunk.offset, 0)
+    return Piece(stream, chunk.offset + skip, chunk.coff + skip, bytes(chunk.data[skip:]))
+
+
+class OutputLog:
+    """The captured output of one payload."""
+
+    __slots__ = ("_last", "streams", "total")
+
+    def __init__(self, limit: int) -> None:
+        self.streams = {name: StreamLog(limit) for name in STREAMS}
+        self.total = 0
+        self._last = ""
+
+    def append(self, stream: str, data: bytes) -> None:
+        self.streams[stream].append(data, self.total, extend_last=self._last == stream)
+        self.total += len(data)
+        self._last = stream
+
+    def pieces(self, positions: dict[str, int]) -> list[Piece]:
+        """Kept bytes of each stream from its position on, in the order they were read."""
+        found: list[Piece] = []
+        for name, log in self.streams.items():
+            start = positions.get(name)
+            if start is not None:
+                found.extend(_clip(name, c, start) for c in log.chunks_from(start))
+        found.sort(key=lambda p: p.coff)
+        return found
+
+    def read(self, stream: str, offset: int) -> tuple[bytes, int]:
+        """Bytes of `stream` from `offset`, and how many in that range were dropped."""
+        return _join(self.pieces({stream: offset}), offset, _stream_position)
+
+    def positions_at(self, coff: int) -> dict[str, int]:
+        """Each stream's offset at `coff` in the combined output."""
+        return {name: _stream_offset_at(log, coff) for name, log in self.streams.items()}
+
+    def read_both(self, offset: int) -> tuple[bytes, int]:
+        """Both streams interleaved, from `offset` in the combined output."""
+        positions = self.positions_at(offset)
+        pieces = [p for p in self.pieces(positions) if p.coff + len(p.data) > offset]
+        pieces = [_reclip(p, offset) for p in pieces]
+        return _join(pieces, offset, _combined_position)
+
+
+def _stream_offset_at(log: StreamLog, coff: int) -> int:
+    for chunk in (*log.head, *log.tail):
+        if chunk.coff + len(chunk.data) > coff:
+            return chunk.offset + max(coff - chunk.coff, 0)
+    return log.total
+
+
+def _reclip(piece: Piece, coff: int) -> Piece:
+    skip = max(coff - piece.coff, 0)
+    if not skip:
+        return piece
+    return Piece(piece.stream, piece.offset + skip, piece.coff + skip, piece.data[skip:])
+
+
+def _stream_position(piece: Piece) -> int:
+    return piece.offset
+
+
+def _combined_position(piece: Piece) -> int:
+    return piece.coff
+
+
+def _join(
+    pieces: Iterable[Piece], start: int, position: Callable[[Piece], int]
+) -> tuple[bytes, int]:
+    """The pieces' bytes joined, and the size of the gaps between them (dropped bytes)."""
+    out = bytearray()
+    dropped = 0
+    expected = start
+    for piece in pieces:
+        at = position(piece)
+        if at > expected:
+            dropped += at - expected
+        out += piece.data
+        expected = at + len(piece.data)
+    return bytes(out), dropped
