@@ -205,3 +205,44 @@ def group_members(pgrp: int) -> list[ProcInfo]:
 
 def zombie_children(pid: int) -> list[ProcInfo]:
     return [p for p in processes() if p.ppid == pid and p.state == "Z"]
+
+
+@dataclass
+class SSEvent:
+    id: str | None
+    event: str
+    data: str
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[SSEvent]:
+    """Parse Server-Sent Events from an iterator of lines (without their line ends)."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield SSEvent(fields.get("id"), fields.get("event", "message"), "\n".join(data))
+            fields, data = {}, []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            else:
+                fields[name] = value
+
+
+def create(client: httpx.Client, cmd: str, *params: str) -> dict[str, Any]:
+    response = client.post("/payloads", json={"cmd": cmd, "params": list(params)})
+    assert response.status_code == 201, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")

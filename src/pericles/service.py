@@ -113,17 +113,23 @@ class Service:
                 return record
             await self._changes.wait(payload_id, version, remaining)
 
+    async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
+        return await self._store.read_output(payload_id, stream, offset)
+
+    async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
+        return await self._store.output_positions(payload_id, offset)
+
     async def follow(
         self,
         payload_id: str,
         positions: dict[str, int],
-        seen_status: str | None = None,
+        seen: Status | None = None,
         heartbeat: float = 15.0,
     ) -> AsyncIterator[Payload | Piece | None]:
         """A payload's output from `positions` on and its status changes, until it ends.
 
-        Yields the record whenever its status differs from the last one yielded (starting
-        from `seen_status`), output pieces in the order they were read, and None after
+        Yields the record whenever its state differs from the last one yielded (starting
+        from `seen`), output pieces in the order they were read, and None after
         `heartbeat` seconds of quiet. The last item is the terminal record, after all output.
         Readers pull from the store at their own pace and hold nothing: one that falls behind
         the kept output sees a jump in offsets where bytes were dropped.
@@ -132,15 +138,15 @@ class Service:
             version = self._changes.version(payload_id)
             # Read the record before the output: once it is terminal, all output is stored.
             record = await self._store.get(payload_id)
-            if record.status != seen_status and not record.terminal:
-                seen_status = record.status
+            if record.state != seen and not record.terminal:
+                seen = record.state
                 yield record
             pieces = await self._store.output_pieces(payload_id, positions)
             for piece in pieces:
                 positions[piece.stream] = piece.offset + len(piece.data)
                 yield piece
             if record.terminal:
-                if record.status != seen_status:
+                if record.state != seen:
                     yield record
                 return
             if not pieces and not await self._changes.wait(payload_id, version, heartbeat):

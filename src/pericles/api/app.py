@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from pericles import __version__
-from pericles.api import payloads, problems
+from pericles.api import events, output, payloads, problems
 from pericles.api.render import JSONResponse
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
@@ -44,6 +44,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
     app.include_router(payloads.router)
+    app.include_router(output.router)
+    app.include_router(events.router)
 
     @app.get("/healthz", summary="The server is up", tags=["operations"])
     async def healthz() -> Response:

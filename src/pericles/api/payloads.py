@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -88,6 +88,22 @@ async def list_payloads(service: ServiceDep) -> Response:
     return JSONResponse(await service.list())
 
 
+MAX_WAIT = 300.0
+
+
 @router.get("/payloads/{payload_id}", response_model=Payload, summary="One payload")
-async def get_payload(payload_id: str, service: ServiceDep) -> Response:
-    return JSONResponse(await service.get(payload_id))
+async def get_payload(
+    payload_id: str,
+    service: ServiceDep,
+    wait: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=MAX_WAIT,
+            description="Answer as soon as the payload has ended, or after this many seconds",
+        ),
+    ] = None,
+) -> Response:
+    if wait is None:
+        return JSONResponse(await service.get(payload_id))
+    return JSONResponse(await service.wait(payload_id, wait))
