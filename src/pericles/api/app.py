@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from pericles import __version__
-from pericles.api import payloads, problems
+from pericles.api import control, payloads, problems
 from pericles.api.render import JSONResponse
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
@@ -24,7 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store("memory://", settings.max_output)
-        runner = LocalRunner()
+        runner = LocalRunner(settings.inherit_env, settings.max_stdin)
         await runner.open()
         service = Service(settings, store, runner)
         app.state.service = service
@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
     app.include_router(payloads.router)
+    app.include_router(control.router)
 
     @app.get("/healthz", summary="The server is up", tags=["operations"])
     async def healthz() -> Response:
