@@ -21,7 +21,7 @@ import httpx
 T = TypeVar("T")
 
 PYTHON = sys.executable
-TERMINAL = ("finished", "cancelled")
+TERMINAL = ("finished", "cancelled", "timeout")
 _STARTED = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
 
 
@@ -60,6 +60,22 @@ def release(fifo: Path, timeout: float = 10.0) -> None:
         os.write(fd, b"go\n")
     finally:
         os.close(fd)
+
+
+def post(client: httpx.Client, cmd: str, *params: str, **fields: Any) -> dict[str, Any]:
+    """Create a payload running `cmd params...` with extra spec `fields`; its pending record."""
+    response = client.post("/payloads", json={"cmd": cmd, "params": list(params), **fields})
+    assert response.status_code == 201, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def server_rss(pid: int) -> int:
+    """A process's resident set size in bytes, from /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def is_terminal(record: Mapping[str, Any]) -> bool:

@@ -5,6 +5,9 @@
      +-- InvalidSpec          the request asks for something that cannot be run
      +-- InvalidTransition    a payload cannot move from its state to the one asked
      |    +-- AlreadyTerminal the payload has ended and never changes again
+     +-- NotRunning           the payload has no running process to act on (pending, paused...)
+     +-- StillActive          the payload is pending or running (e.g. deleting without force)
+     +-- StdinUnavailable     the payload's stdin is not an open pipe
      +-- ServiceUnavailable   the service is not taking work now (shutting down, full)
 
 Each layer turns foreign errors into these (`raise ... from exc`); `api.problems` alone maps
@@ -38,6 +41,26 @@ class InvalidTransition(PericlesError):
 
 class AlreadyTerminal(InvalidTransition):
     pass
+
+
+class NotRunning(PericlesError):
+    def __init__(self, payload_id: str, current: str, action: str) -> None:
+        super().__init__(f"payload {payload_id} is {current!r}: cannot {action}")
+        self.payload_id = payload_id
+        self.current = current
+
+
+class StillActive(PericlesError):
+    def __init__(self, payload_id: str, current: str) -> None:
+        super().__init__(
+            f"payload {payload_id} is {current!r}: cancel it first, or delete with force=true"
+        )
+        self.payload_id = payload_id
+        self.current = current
+
+
+class StdinUnavailable(PericlesError):
+    """Writing to a payload whose stdin was not asked as "pipe", or is closed already."""
 
 
 class ServiceUnavailable(PericlesError):

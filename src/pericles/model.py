@@ -28,18 +28,46 @@ class Status(StrEnum):
     ERROR = "error"
     #: Ended before it started or while it ran, because it was asked to stop.
     CANCELLED = "cancelled"
+    #: Its process group is stopped (SIGSTOP); SIGCONT makes it `working` again.
+    PAUSED = "paused"
+    #: Killed at its wall-clock deadline or after too long without output (`timeout_reason`).
+    TIMEOUT = "timeout"
 
 
-TERMINAL: frozenset[Status] = frozenset({Status.FINISHED, Status.ERROR, Status.CANCELLED})
+TERMINAL: frozenset[Status] = frozenset(
+    {Status.FINISHED, Status.ERROR, Status.CANCELLED, Status.TIMEOUT}
+)
+
+_ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT})
 
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED}),
-    Status.WORKING: frozenset({Status.FINISHED}),
+    Status.WORKING: _ENDINGS | {Status.PAUSED},
+    Status.PAUSED: _ENDINGS | {Status.WORKING},
     Status.FINISHED: frozenset(),
     Status.ERROR: frozenset(),
     Status.CANCELLED: frozenset(),
+    Status.TIMEOUT: frozenset(),
 }
+
+#: Signals a client may send to a running payload's process group, by name.
+ALLOWED_SIGNALS = frozenset(
+    {
+        "SIGHUP",
+        "SIGINT",
+        "SIGTERM",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGSTOP",
+        "SIGCONT",
+        "SIGWINCH",
+    }
+)
+
+#: The `stdin` value that keeps a payload's stdin open for `POST /payloads/{id}/stdin`.
+STDIN_PIPE = "pipe"
 
 ERROR_PREFIX = "error:"
 
@@ -74,7 +102,45 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def _env_name(value: str) -> str:
+    if "=" in value:
+        raise ValueError("must not contain '='")
+    return value
+
+
+def _label_name(value: str) -> str:
+    if "=" in value:
+        raise ValueError("must not contain '=' (labels are filtered as label=key=value)")
+    return value
+
+
 SafeStr = Annotated[str, AfterValidator(_no_nul)]
+EnvName = Annotated[SafeStr, Field(min_length=1), AfterValidator(_env_name)]
+LabelName = Annotated[SafeStr, Field(min_length=1, max_length=128), AfterValidator(_label_name)]
+Seconds = Annotated[float, Field(gt=0, le=10 * 365 * 86400, allow_inf_nan=False)]
+Amount = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class Limits(BaseModel):
+    """Resource limits set with setrlimit in the payload's process before it runs its command."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    cpu_seconds: Annotated[Amount | None, Field(description="RLIMIT_CPU: CPU seconds")] = None
+    memory_bytes: Annotated[Amount | None, Field(description="RLIMIT_AS: address space, bytes")] = (
+        None
+    )
+    max_processes: Annotated[
+        Amount | None, Field(description="RLIMIT_NPROC: processes of the user (root is exempt)")
+    ] = None
+    max_open_files: Annotated[Amount | None, Field(description="RLIMIT_NOFILE")] = None
+    max_file_size: Annotated[
+        Amount | None, Field(description="RLIMIT_FSIZE: largest file written, bytes")
+    ] = None
+
+    def given(self) -> dict[str, int]:
+        """The limits that were asked for, by field name."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class PayloadSpec(BaseModel):
@@ -86,6 +152,33 @@ class PayloadSpec(BaseModel):
     params: Annotated[
         list[SafeStr], Field(default_factory=list, description="Arguments after the command")
     ]
+    env: Annotated[
+        dict[EnvName, SafeStr] | None,
+        Field(description="Variables laid over a minimal clean environment (PATH only)"),
+    ] = None
+    cwd: Annotated[
+        SafeStr | None, Field(min_length=1, description="Working directory; must exist")
+    ] = None
+    stdin: Annotated[
+        SafeStr | None,
+        Field(description='Text fed to stdin then closed, or "pipe" to write it later'),
+    ] = None
+    timeout: Annotated[Seconds | None, Field(description="Wall-clock seconds before a kill")] = None
+    idle_timeout: Annotated[
+        Seconds | None, Field(description="Seconds without output before a kill")
+    ] = None
+    kill_grace: Annotated[
+        float | None,
+        Field(ge=0, le=3600, allow_inf_nan=False, description="Seconds from SIGTERM to SIGKILL"),
+    ] = None
+    limits: Annotated[Limits | None, Field(description="Resource limits (setrlimit)")] = None
+    labels: Annotated[
+        dict[LabelName, Annotated[SafeStr, Field(max_length=1024)]] | None,
+        Field(max_length=64, description="Free-form tags, filterable with ?label=key=value"),
+    ] = None
+    priority: Annotated[
+        int, Field(ge=-(2**31), le=2**31 - 1, description="Higher starts first when queued")
+    ] = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +203,23 @@ class Payload:
     stderr_bytes: int = 0
     stdout_dropped: int = 0
     stderr_dropped: int = 0
+    timeout_reason: str | None = None
+    queue_position: int | None = None
+    pending_reason: str | None = None
+    cpu_user_seconds: float | None = None
+    cpu_system_seconds: float | None = None
+    max_rss_bytes: int | None = None
+    duration_seconds: float | None = None
+    # The spec's optional fields, echoed; shared with the frozen spec, never copied.
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    stdin: str | None = None
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    kill_grace: float | None = None
+    limits: dict[str, int] | None = None
+    labels: dict[str, str] | None = None
+    priority: int = 0
 
     @property
     def state(self) -> Status:
@@ -118,6 +228,26 @@ class Payload:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @classmethod
+    def from_spec(cls, spec: PayloadSpec, payload_id: str, created_at: datetime) -> Payload:
+        """A new pending record echoing `spec`."""
+        return cls(
+            status=Status.PENDING.value,
+            cmd=spec.cmd,
+            params=spec.params,
+            id=payload_id,
+            created_at=created_at,
+            env=spec.env,
+            cwd=spec.cwd,
+            stdin=spec.stdin,
+            timeout=spec.timeout,
+            idle_timeout=spec.idle_timeout,
+            kill_grace=spec.kill_grace,
+            limits=spec.limits.given() if spec.limits is not None else None,
+            labels=spec.labels,
+            priority=spec.priority,
+        )
 
 
 def check_transition(record: Payload, wanted: Status) -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from pericles import __version__
-from pericles.api import events, output, payloads, problems
+from pericles.api import control, events, output, payloads, problems
 from pericles.api.render import JSONResponse
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
@@ -24,7 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store("memory://", settings.max_output)
-        runner = LocalRunner()
+        runner = LocalRunner(settings.inherit_env, settings.max_stdin)
         await runner.open()
         service = Service(settings, store, runner)
         app.state.service = service
@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(payloads.router)
     app.include_router(output.router)
     app.include_router(events.router)
+    app.include_router(control.router)
 
     @app.get("/healthz", summary="The server is up", tags=["operations"])
     async def healthz() -> Response:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem
 from pericles.api.render import JSONResponse
-from pericles.model import Payload, PayloadSpec
+from pericles.model import Payload, PayloadSpec, Status
+from pericles.store import ListQuery
 
 router = APIRouter()
 
@@ -77,15 +79,72 @@ def _parse_spec(body: bytes) -> PayloadSpec:
     openapi_extra=_SPEC_BODY,
     responses={201: {"content": {"application/json": {"example": _SEED_RECORD}}}},
 )
-async def create_payload(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+async def create_payload(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="A repeated create with the same key within 24 h returns the first "
+            "payload instead of starting another",
+        ),
+    ] = None,
+) -> Response:
     spec = _parse_spec(await _read_body(request, settings.max_body))
-    record = await service.create(spec)
+    record = await service.create(spec, idempotency_key)
     return JSONResponse(record, status_code=201, headers={"Location": f"/payloads/{record.id}"})
 
 
-@router.get("/payloads", response_model=list[Payload], summary="Every payload, oldest first")
-async def list_payloads(service: ServiceDep) -> Response:
-    return JSONResponse(await service.list())
+def _statuses(values: list[str]) -> frozenset[Status]:
+    try:
+        return frozenset(Status(value) for value in values)
+    except ValueError as exc:
+        known = ", ".join(s.value for s in Status)
+        raise Problem(422, "invalid-query", f"status: {exc}; known: {known}") from exc
+
+
+def _labels(values: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key:
+            raise Problem(422, "invalid-query", f"label: {value!r} is not key=value")
+        pairs.append((key, wanted))
+    return tuple(pairs)
+
+
+@router.get(
+    "/payloads",
+    response_model=list[Payload],
+    summary="Payloads, oldest first; every one unless filtered or paged",
+)
+async def list_payloads(
+    request: Request,
+    service: ServiceDep,
+    status: Annotated[
+        list[str], Query(description="Repeatable; `error` matches every error:...")
+    ] = [],  # noqa: B006 - FastAPI copies query defaults
+    label: Annotated[list[str], Query(description="Repeatable key=value")] = [],  # noqa: B006
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    after: Annotated[str | None, Query(description="Start after this payload id")] = None,
+    order: Literal["asc", "desc"] = "asc",
+) -> Response:
+    query = ListQuery(
+        statuses=_statuses(status),
+        labels=_labels(label),
+        limit=limit,
+        after=after,
+        descending=order == "desc",
+    )
+    page = await service.page(query)
+    headers = {}
+    if page.more and page.records:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+        params.append(("after", page.records[-1].id))
+        headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
+    return JSONResponse(page.records, headers=headers)
 
 
 MAX_WAIT = 300.0

@@ -17,9 +17,12 @@ from pericles.errors import (
     AlreadyTerminal,
     InvalidSpec,
     InvalidTransition,
+    NotRunning,
     PayloadNotFound,
     PericlesError,
     ServiceUnavailable,
+    StdinUnavailable,
+    StillActive,
 )
 
 log = logging.getLogger("pericles.api")
@@ -73,6 +76,9 @@ _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (PayloadNotFound, 404, "payload-not-found"),
     (AlreadyTerminal, 409, "already-terminal"),
     (InvalidTransition, 409, "invalid-transition"),
+    (NotRunning, 409, "not-running"),
+    (StillActive, 409, "still-active"),
+    (StdinUnavailable, 409, "stdin-unavailable"),
     (InvalidSpec, 422, "invalid-spec"),
     (ServiceUnavailable, 503, "unavailable"),
 ]

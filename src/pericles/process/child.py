@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 
 from pericles.process.reaper import reap_group
+from pericles.process.stdin import StdinWriter
 
 log = logging.getLogger("pericles.process")
 
@@ -61,8 +62,11 @@ class Child:
         stderr_fd: int,
         sink: OutputSink,
         loop: asyncio.AbstractEventLoop,
+        stdin: StdinWriter | None = None,
     ) -> None:
         self.pid = pid
+        #: The server's end of the child's stdin, when it was asked as a pipe or fed data.
+        self.stdin = stdin
         self._loop = loop
         self._sink = sink
         self._exit: Exit | None = None
@@ -95,6 +99,8 @@ class Child:
     async def terminate(self, grace: float) -> Exit:
         """SIGTERM to the group, up to `grace` seconds to exit, then SIGKILL; reaped on return."""
         if self.signal_group(signal.SIGTERM):
+            # A stopped process only acts on SIGTERM once it runs again.
+            self.signal_group(signal.SIGCONT)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), grace)
         self.signal_group(signal.SIGKILL)
@@ -133,6 +139,8 @@ class Child:
             os.close(self._pidfd)
             self._pidfd = None
         reap_group(self.pid, self._loop)
+        if self.stdin is not None:
+            self.stdin.abort()
         code, sig = _decode_status(status)
         self._exit = Exit(code, sig, rusage)
         if self._pipes:

@@ -3,25 +3,24 @@
 We start children with `os.posix_spawn` (glibc's vfork+exec) and reap them through a pidfd
 watched by the event loop: measured here it is the fastest path Python has, with no thread
 per child and no `fork()` of the server's whole address space. See `bench/throughput.py`.
+Payloads that ask for a working directory or resource limits take `forkexec` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
-import signal
 import stat
 from collections.abc import Mapping, Sequence
 
 from pericles.process.child import Child, OutputSink
+from pericles.process.forkexec import RESET_SIGNALS, fork_exec
+from pericles.process.stdin import StdinWriter
 
 #: The PATH a payload gets when its environment does not set one.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-# Python ignores SIGPIPE and SIGXFSZ for itself; an ignored signal stays ignored across exec,
-# so a child would never die of a broken pipe the way it does from a shell.
-_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class SpawnFailed(Exception):
@@ -63,40 +62,86 @@ def resolve_executable(cmd: str, path: str) -> str:
     raise SpawnFailed(first_error)
 
 
+def check_cwd(cwd: str) -> str | None:
+    """Why `cwd` cannot be a payload's working directory, or None when it can."""
+    if not os.path.isdir(cwd):
+        return f"{cwd!r} is not a directory"
+    if not os.access(cwd, os.X_OK):
+        return f"{cwd!r} cannot be entered"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stdio:
+    """What a child's stdin is: /dev/null (the default), `data` fed then closed, or a pipe."""
+
+    data: bytes | None = None
+    pipe: bool = False
+    #: Most bytes the server queues for the child's stdin at once.
+    limit: int = 1024 * 1024
+
+
+def _posix_spawn(executable: str, argv: list[str], env: Mapping[str, str], fds: list[int]) -> int:
+    stdin_action = (
+        (os.POSIX_SPAWN_DUP2, fds[0], 0)
+        if fds[0] >= 0
+        else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)
+    )
+    return os.posix_spawn(
+        executable,
+        argv,
+        env,
+        file_actions=[
+            stdin_action,
+            (os.POSIX_SPAWN_DUP2, fds[1], 1),
+            (os.POSIX_SPAWN_DUP2, fds[2], 2),
+        ],
+        setsid=True,
+        setsigdef=RESET_SIGNALS,
+        setsigmask=(),
+    )
+
+
 def spawn(
     cmd: str,
     params: Sequence[str],
     env: Mapping[str, str],
     sink: OutputSink,
     loop: asyncio.AbstractEventLoop,
+    *,
+    stdio: Stdio | None = None,
+    cwd: str | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> Child:
-    """Start `cmd` with `params` in a new session, stdin from /dev/null, output to pipes.
+    """Start `cmd` with `params` in a new session, output to pipes.
 
     Raises `SpawnFailed` when exec fails (no such file, permission denied, bad format).
     """
+    stdio = stdio or Stdio()
     executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
-    # os.pipe() fds are close-on-exec; dup2 onto 1 and 2 makes just the write ends inherited.
+    argv = [cmd, *params]
+    # os.pipe() fds are close-on-exec; dup2 onto 0, 1 and 2 makes just the child's ends inherited.
+    in_r, in_w = os.pipe() if stdio.pipe or stdio.data is not None else (-1, -1)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        pid = os.posix_spawn(
-            executable,
-            [cmd, *params],
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, out_w, 1),
-                (os.POSIX_SPAWN_DUP2, err_w, 2),
-            ],
-            setsid=True,
-            setsigdef=_RESET_SIGNALS,
-            setsigmask=(),
-        )
+        if cwd is None and not limits:
+            pid = _posix_spawn(executable, argv, env, [in_r, out_w, err_w])
+        else:
+            if in_r < 0:
+                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            pid = fork_exec(executable, argv, env, (in_r, out_w, err_w), cwd, limits or {})
     except OSError as exc:
-        for fd in (out_r, err_r):
-            os.close(fd)
+        for fd in (out_r, err_r, in_w):
+            if fd >= 0:
+                os.close(fd)
         raise SpawnFailed(exc.errno or errno.EIO) from exc
     finally:
-        os.close(out_w)
-        os.close(err_w)
-    return Child(pid, out_r, err_r, sink, loop)
+        for fd in (in_r, out_w, err_w):
+            if fd >= 0:
+                os.close(fd)
+    writer = StdinWriter(in_w, loop, stdio.limit) if in_w >= 0 else None
+    if writer is not None and stdio.data is not None:
+        writer.write(stdio.data)
+        writer.close()
+    return Child(pid, out_r, err_r, sink, loop, writer)

@@ -27,6 +27,10 @@ class Output:
 class Exited:
     exit_code: int | None
     signal: str | None
+    #: From the child's rusage, covering the descendants it waited for.
+    cpu_user_seconds: float | None = None
+    cpu_system_seconds: float | None = None
+    max_rss_bytes: int | None = None
 
 
 Event = Output | Exited
@@ -44,8 +48,27 @@ class Execution(abc.ABC):
     async def terminate(self, grace: float) -> None:
         """Stop the process and all it started: SIGTERM, `grace` seconds, then SIGKILL."""
 
+    @abc.abstractmethod
+    def send_signal(self, name: str) -> bool:
+        """Send the signal named `name` (e.g. "SIGUSR1") to the process group.
+
+        False when the process has ended already.
+        """
+
+    @abc.abstractmethod
+    def write_stdin(self, data: bytes, close: bool = False) -> None:
+        """Queue `data` for the process's stdin, then close it if `close`.
+
+        Raises `StdinUnavailable` when stdin is not an open pipe, `ServiceUnavailable` (with a
+        retry delay) when too much is queued already.
+        """
+
 
 class Runner(abc.ABC):
+    def check(self, spec: PayloadSpec) -> None:
+        """Raise `InvalidSpec` when the spec asks for what this runner cannot give."""
+        return None
+
     @abc.abstractmethod
     async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
         """Start the spec's process; raises `StartFailed` when it cannot be started."""

@@ -4,34 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping
 
 from pericles import process
-from pericles.model import PayloadSpec
+from pericles.errors import InvalidSpec, ServiceUnavailable, StdinUnavailable
+from pericles.model import STDIN_PIPE, PayloadSpec
 from pericles.runner.base import Event, Execution, Exited, Output, Runner, StartFailed
 
 log = logging.getLogger("pericles.runner")
 
 
+def _exited(result: process.Exit) -> Exited:
+    usage = result.rusage
+    if usage is None:
+        return Exited(result.exit_code, result.signal)
+    return Exited(
+        result.exit_code,
+        result.signal,
+        cpu_user_seconds=usage.ru_utime,
+        cpu_system_seconds=usage.ru_stime,
+        max_rss_bytes=usage.ru_maxrss * 1024,  # Linux counts it in KiB
+    )
+
+
 class LocalExecution(Execution):
-    def __init__(self, payload_id: str, cmd: str, params: list[str]) -> None:
+    def __init__(self, payload_id: str, child: process.Child) -> None:
         self._payload_id = payload_id
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        env = {"PATH": process.DEFAULT_PATH}
-        try:
-            self._child = process.spawn(cmd, params, env, self._on_output, loop)
-        except process.SpawnFailed as exc:
-            raise StartFailed(exc.reason) from exc
-        self.pid: int | None = self._child.pid
-        self._child.exited.add_done_callback(self._on_exited)
+        self._child = child
+        self.pid: int | None = child.pid
+        child.exited.add_done_callback(self._on_exited)
 
-    def _on_output(self, stream: str, data: bytes) -> None:
+    def on_output(self, stream: str, data: bytes) -> None:
         self._queue.put_nowait(Output(stream, data))
 
     def _on_exited(self, future: asyncio.Future[process.Exit]) -> None:
-        result = future.result()
-        self._queue.put_nowait(Exited(result.exit_code, result.signal))
+        self._queue.put_nowait(_exited(future.result()))
 
     async def events(self) -> AsyncIterator[Event]:
         while True:
@@ -43,8 +53,37 @@ class LocalExecution(Execution):
     async def terminate(self, grace: float) -> None:
         await self._child.terminate(grace)
 
+    def send_signal(self, name: str) -> bool:
+        return self._child.signal_group(signal.Signals[name])
+
+    def write_stdin(self, data: bytes, close: bool = False) -> None:
+        stdin = self._child.stdin
+        if stdin is None or stdin.closed:
+            raise StdinUnavailable(f"payload {self._payload_id} has no open stdin pipe")
+        try:
+            stdin.write(data)
+        except process.StdinFull as exc:
+            raise ServiceUnavailable(
+                f"payload {self._payload_id} has too much stdin queued; retry later", 1
+            ) from exc
+        if close:
+            stdin.close()
+
 
 class LocalRunner(Runner):
+    """Runs payloads here through `pericles.process`.
+
+    `inherit_env` gives payloads this server's environment under their own `env`, instead of
+    `PATH` alone; `max_stdin` bounds the stdin bytes queued per payload.
+    """
+
+    def __init__(self, inherit_env: bool = False, max_stdin: int = 1024 * 1024) -> None:
+        base: dict[str, str] = {"PATH": process.DEFAULT_PATH}
+        if inherit_env:
+            base.update(os.environ)
+        self._base_env: Mapping[str, str] = base
+        self._max_stdin = max_stdin
+
     async def open(self) -> None:
         process.become_subreaper()
 
@@ -53,5 +92,41 @@ class LocalRunner(Runner):
         if strays:
             log.warning("killed %d process(es) that escaped their payload's group", strays)
 
+    def check(self, spec: PayloadSpec) -> None:
+        if spec.cwd is not None and (why := process.check_cwd(spec.cwd)) is not None:
+            raise InvalidSpec(f"cwd: {why}")
+        if spec.stdin is not None and spec.stdin != STDIN_PIPE:
+            size = len(spec.stdin.encode())
+            if size > self._max_stdin:
+                raise InvalidSpec(f"stdin: {size} bytes is over the limit of {self._max_stdin}")
+
+    def _stdio(self, spec: PayloadSpec) -> process.Stdio:
+        if spec.stdin is None:
+            return process.Stdio(limit=self._max_stdin)
+        if spec.stdin == STDIN_PIPE:
+            return process.Stdio(pipe=True, limit=self._max_stdin)
+        return process.Stdio(data=spec.stdin.encode(), limit=self._max_stdin)
+
     async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
-        return LocalExecution(payload_id, spec.cmd, list(spec.params))
+        env = {**self._base_env, **spec.env} if spec.env else self._base_env
+        execution: LocalExecution | None = None
+
+        def sink(stream: str, data: bytes) -> None:
+            assert execution is not None
+            execution.on_output(stream, data)
+
+        try:
+            child = process.spawn(
+                spec.cmd,
+                spec.params,
+                env,
+                sink,
+                asyncio.get_running_loop(),
+                stdio=self._stdio(spec),
+                cwd=spec.cwd,
+                limits=spec.limits.given() if spec.limits is not None else None,
+            )
+        except process.SpawnFailed as exc:
+            raise StartFailed(exc.reason) from exc
+        execution = LocalExecution(payload_id, child)
+        return execution

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pericles.store.base import Store
+from pericles.store.base import ListQuery, Page, Store
 
 
 def open_store(url: str, max_output: int) -> Store:
@@ -15,4 +15,4 @@ def open_store(url: str, max_output: int) -> Store:
     raise ValueError(f"unsupported store URL {url!r}: expected memory://")
 
 
-__all__ = ["Store", "open_store"]
+__all__ = ["ListQuery", "Page", "Store", "open_store"]

@@ -6,7 +6,7 @@ import builtins
 
 from pericles.errors import PayloadNotFound
 from pericles.model import Payload
-from pericles.store.base import Store
+from pericles.store.base import ListQuery, Page, Store
 from pericles.store.output import STREAMS, OutputLog, Piece
 
 
@@ -36,6 +36,28 @@ class MemoryStore(Store):
 
     async def list(self) -> list[Payload]:
         return list(self._records.values())
+
+    async def query(self, query: ListQuery) -> Page:
+        if query.after is not None and query.after not in self._records:
+            raise PayloadNotFound(query.after)
+        records = reversed(self._records.values()) if query.descending else self._records.values()
+        found: list[Payload] = []
+        skipping = query.after is not None
+        for record in records:
+            if skipping:
+                skipping = record.id != query.after
+                continue
+            if not query.matches(record):
+                continue
+            if query.limit is not None and len(found) == query.limit:
+                return Page(found, more=True)
+            found.append(record)
+        return Page(found, more=False)
+
+    async def delete(self, payload_id: str) -> None:
+        if self._records.pop(payload_id, None) is None:
+            raise PayloadNotFound(payload_id)
+        self._output.pop(payload_id, None)
 
     async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
         log = self._output.get(payload_id)

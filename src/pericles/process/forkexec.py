@@ -1,0 +1,83 @@
+"""The slower spawn path, for payloads that ask for a working directory or resource limits.
+
+`os.posix_spawn` cannot set rlimits, and Python 3.11 exposes no chdir file action, so those
+payloads are started with `os.fork` and the child sets things up before `execve`. Measured
+here (bench/spawn_paths.py is not kept; see docs/benchmarks.md) a fork of the server costs
+a little more than posix_spawn; only payloads that ask for these features pay it.
+
+Why not exec through util-linux `prlimit` or `env --chdir`: they report a failed exec as
+text on the payload's stderr and an exit code, so "Exec format error" or a missing `#!`
+interpreter would not reach the seed's `error:start('<cmd>':<reason>` status. Here the child
+sends exec's errno back through a close-on-exec pipe, as `subprocess` does: EOF means exec
+succeeded, a number means it failed with that errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections.abc import Mapping, Sequence
+
+from pericles.process.limits import apply_limits
+
+# Python ignores SIGPIPE and SIGXFSZ for itself; an ignored signal stays ignored across exec,
+# so a child would never die of a broken pipe (or an oversized file) as it does from a shell.
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def _child(
+    executable: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    fds: tuple[int, int, int],
+    cwd: str | None,
+    limits: Mapping[str, int],
+) -> None:
+    os.setsid()
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)  # dup2's copy is inheritable; the originals are close-on-exec
+    for sig in RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    if cwd is not None:
+        os.chdir(cwd)
+    apply_limits(limits)
+    os.execve(executable, list(argv), env)
+
+
+def fork_exec(
+    executable: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    fds: tuple[int, int, int],
+    cwd: str | None,
+    limits: Mapping[str, int],
+) -> int:
+    """Start `executable` with stdin/stdout/stderr on `fds`, in `cwd`, under `limits`.
+
+    Returns the pid; raises `OSError` with exec's (or chdir's, or setrlimit's) errno.
+    """
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns to pytest
+        code = errno.EIO
+        try:
+            _child(executable, argv, env, fds, cwd, limits)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+        finally:
+            os.write(report_w, str(code).encode())
+            os._exit(127)
+    os.close(report_w)
+    try:
+        # Blocks the loop only until the child's exec, a millisecond or so.
+        report = b""
+        while chunk := os.read(report_r, 32):
+            report += chunk
+    finally:
+        os.close(report_r)
+    if report:
+        os.waitpid(pid, 0)
+        raise OSError(int(report), os.strerror(int(report)))
+    return pid
