@@ -189,20 +189,38 @@ class Payload:
     a transition makes a new one, so a record handed to a reader never changes under it.
     """
 
-    status: str
-    cmd: str
-    params: list[str]
-    id: str
-    exit_code: int | None = None
-    signal: str | None = None
-    pid: int | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    stdout_bytes: int = 0
-    stderr_bytes: int = 0
-    stdout_dropped: int = 0
-    stderr_dropped: int = 0
+    status: Annotated[
+        str,
+        Field(
+            description="pending, working, paused, finished, timeout, cancelled, or "
+            "error:start('<cmd>':<reason> (exactly so, with no closing parenthesis) when the "
+            "command could not be started",
+            examples=["finished", "error:start('/sbin/ping':No such file or directory"],
+        ),
+    ]
+    cmd: Annotated[str, Field(description="The command as asked")]
+    params: Annotated[list[str], Field(description="Its arguments")]
+    id: Annotated[
+        str, Field(description="uuid4 as 32 lowercase hex digits", pattern="^[0-9a-f]{32}$")
+    ]
+    exit_code: Annotated[
+        int | None, Field(description="Exit status once ended; null when a signal ended it")
+    ] = None
+    signal: Annotated[
+        str | None, Field(description='The signal that ended the process, e.g. "SIGKILL"')
+    ] = None
+    pid: Annotated[
+        int | None, Field(description="Process id, also its process group and session id")
+    ] = None
+    created_at: Annotated[datetime | None, Field(description="Accepted (RFC 3339, UTC)")] = None
+    started_at: Annotated[datetime | None, Field(description="Its process started")] = None
+    finished_at: Annotated[datetime | None, Field(description="It ended")] = None
+    stdout_bytes: Annotated[int, Field(description="Bytes written to stdout so far")] = 0
+    stderr_bytes: Annotated[int, Field(description="Bytes written to stderr so far")] = 0
+    stdout_dropped: Annotated[
+        int, Field(description="stdout bytes not kept: the middle of an output over --max-output")
+    ] = 0
+    stderr_dropped: Annotated[int, Field(description="stderr bytes not kept")] = 0
     timeout_reason: str | None = None
     queue_position: int | None = None
     pending_reason: str | None = None

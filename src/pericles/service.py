@@ -33,6 +33,7 @@ from pericles.lifecycle.caps import apply_caps
 from pericles.lifecycle.idempotency import IdempotencyKeys
 from pericles.lifecycle.queue import PendingQueue
 from pericles.lifecycle.retention import Retention
+from pericles.metrics import Metrics
 from pericles.model import (
     ALLOWED_SIGNALS,
     STDIN_PIPE,
@@ -50,6 +51,28 @@ from pericles.store import ListQuery, Page, Store
 from pericles.store.output import Piece
 
 log = logging.getLogger("pericles.service")
+
+
+def _log_transition(record: Payload) -> None:
+    # The command, never its params or environment: those may carry secrets.
+    fields: dict[str, object] = {
+        "payload_id": record.id,
+        "cmd": record.cmd,
+        "status": record.status,
+        "pid": record.pid,
+    }
+    if record.terminal:
+        fields["exit_code"] = record.exit_code
+        fields["duration_seconds"] = record.duration_seconds
+    log.info(
+        "payload %s %s (cmd %r, pid %s, exit code %s)",
+        record.id,
+        record.status,
+        record.cmd,
+        record.pid,
+        record.exit_code,
+        extra={"pericles": fields},
+    )
 
 
 @dataclasses.dataclass(eq=False)
@@ -72,8 +95,11 @@ class _Run:
 
 
 class Service:
-    def __init__(self, settings: Settings, store: Store, runner: Runner) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, runner: Runner, metrics: Metrics | None = None
+    ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._store = store
         self._runner = runner
         self._accepting = True
@@ -94,6 +120,20 @@ class Service:
     @property
     def active_count(self) -> int:
         return len(self._runs) + len(self._queue)
+
+    async def unready_reason(self) -> str | None:
+        """Why the service cannot take payloads now, or None when it can."""
+        if not self._accepting:
+            return "the server is shutting down"
+        try:
+            await self._store.ping()
+        except Exception as exc:
+            return f"the store is unusable: {exc}"
+        try:
+            await self._runner.ping()
+        except Exception as exc:
+            return f"the runner is unusable: {exc}"
+        return None
 
     @property
     def running_count(self) -> int:
@@ -127,7 +167,7 @@ class Service:
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)
         await self._store.add(record)
-        self._published(record)
+        self._published(record, None)
         self._queue.push(record.id, spec.priority, (record, spec))
         self._schedule()
         return record
@@ -204,14 +244,16 @@ class Service:
         check_transition(record, wanted)
         new = dataclasses.replace(record, status=status or wanted.value, **changes)
         await self._store.put(new)
-        self._published(new)
+        self._published(new, record.state)
         if new.terminal:
             await self._evict(self._retention.add(new.id))
             self._arm_retention_timer()
         return new
 
-    def _published(self, record: Payload) -> None:
-        log.debug("payload %s: %s (pid %s)", record.id, record.status, record.pid)
+    def _published(self, record: Payload, before: Status | None) -> None:
+        _log_transition(record)
+        if self._metrics is not None:
+            self._metrics.transition(record, before)
         self.feed.publish(record)
         self._changes.notify(record.id)
         if record.terminal:
@@ -222,6 +264,8 @@ class Service:
     async def _record_output(self, run: _Run, event: Output) -> None:
         payload_id = run.record.id
         total, dropped = await self._store.append_output(payload_id, event.stream, event.data)
+        if self._metrics is not None:
+            self._metrics.output(event.stream, len(event.data))
         async with run.lock:
             if event.stream == "stdout":
                 run.record = dataclasses.replace(

@@ -6,7 +6,7 @@ Built once by an entry point and passed down; nothing else reads the environment
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,7 +42,14 @@ class Settings(BaseSettings):
         float,
         Field(ge=0, description="Seconds a payload gets between SIGTERM and SIGKILL at shutdown"),
     ] = 3.0
-    log_level: Annotated[str, Field(description="Logging level")] = "info"
+    log_level: Annotated[
+        Literal["critical", "error", "warning", "info", "debug"],
+        Field(description="Logging level"),
+    ] = "info"
+    log_format: Annotated[
+        Literal["plain", "json"], Field(description="plain lines, or one JSON object a line")
+    ] = "plain"
+    metrics: Annotated[bool, Field(description="Serve Prometheus metrics at /metrics")] = True
     max_running: Annotated[
         int,
         Field(ge=0, description="Payloads running at once; others wait pending (0: no limit)"),

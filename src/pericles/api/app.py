@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.responses import Response
 
 from pericles import __version__
-from pericles.api import control, events, output, payloads, problems
-from pericles.api.render import JSONResponse
+from pericles.api import control, events, operations, output, payloads, problems
+from pericles.api.telemetry import RequestMetrics
+from pericles.metrics import Metrics
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
@@ -26,7 +26,8 @@ def create_app(settings: Settings) -> FastAPI:
         store = open_store("memory://", settings.max_output)
         runner = LocalRunner(settings.inherit_env, settings.max_stdin)
         await runner.open()
-        service = Service(settings, store, runner)
+        service = Service(settings, store, runner, metrics)
+        metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
         app.state.service = service
         try:
             yield
@@ -41,15 +42,14 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Run and watch processes over HTTP",
         lifespan=lifespan,
     )
+    metrics = Metrics()
     app.state.settings = settings
+    app.state.metrics = metrics
     problems.install(app)
-    app.include_router(payloads.router)
-    app.include_router(output.router)
-    app.include_router(events.router)
-    app.include_router(control.router)
-
-    @app.get("/healthz", summary="The server is up", tags=["operations"])
-    async def healthz() -> Response:
-        return JSONResponse({"status": "ok"})
-
+    for router in (payloads.router, output.router, events.router, control.router):
+        app.include_router(router, responses=problems.PROBLEM_RESPONSES)
+    app.include_router(operations.router)
+    if settings.metrics:
+        app.include_router(operations.metrics_router)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -28,6 +29,35 @@ from pericles.errors import (
 log = logging.getLogger("pericles.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemBody(BaseModel):
+    """An RFC 9457 problem: every error this API answers has this shape."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": ProblemBody.model_json_schema()}},
+    }
+
+
+#: The errors any payload route may answer, for the OpenAPI document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("The request is malformed (bad JSON, a bad event id)"),
+    404: _problem("No such payload"),
+    409: _problem("The payload's state does not allow this"),
+    413: _problem("The body is too large"),
+    422: _problem("The request is well-formed but invalid; `errors` lists what"),
+    503: _problem("Not taking payloads now (shutting down, queue full); see Retry-After"),
+}
 
 
 class Problem(Exception):

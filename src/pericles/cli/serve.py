@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import signal
 import sys
 
@@ -11,23 +12,19 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from pericles.api.app import create_app
+from pericles.logs import log_config
 from pericles.settings import Settings
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def serve(settings: Settings) -> None:
-    _configure_logging(settings.log_level)
+    config_dict = log_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(config_dict)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=config_dict,
         # An open output stream never ends by itself: without a bound, shutdown would wait on it.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
         loop="uvloop",

@@ -73,6 +73,10 @@ class Runner(abc.ABC):
     async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
         """Start the spec's process; raises `StartFailed` when it cannot be started."""
 
+    async def ping(self) -> None:
+        """Raise unless the runner can start payloads now."""
+        return None
+
     async def open(self) -> None:
         """Get ready to start payloads."""
         return None

@@ -94,6 +94,10 @@ class Store(abc.ABC):
     async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
         """Where each stream stands at `offset` of the combined output."""
 
+    async def ping(self) -> None:
+        """Raise unless the store can be read and written now."""
+        return None
+
     async def close(self) -> None:
         """Release what the store holds open."""
         return None
