@@ -9,7 +9,7 @@
 It speaks HTTP only: nothing here imports the server's service, store or runner.
 """
 
-from pericles.client._core import FollowItem, Output, OutputChunk, StatusChange
+from pericles.client._core import FollowItem, Output, OutputChunk, StatusChange, StreamName
 from pericles.client.asyncio import AsyncClient
 from pericles.client.errors import (
     AlreadyTerminal,
@@ -48,6 +48,7 @@ __all__ = [
     "StatusChange",
     "StdinUnavailable",
     "StillActive",
+    "StreamName",
     "Unauthorized",
     "Unavailable",
 ]
