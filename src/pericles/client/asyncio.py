@@ -58,7 +58,8 @@ class AsyncClient:
             response = await self._http.request(
                 call.method,
                 call.path,
-                params=list(call.params),
+                # An empty list would wipe the query of a Link URL: None keeps it.
+                params=list(call.params) or None,
                 json=call.json,
                 headers={**self._headers, **call.headers},
                 timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
