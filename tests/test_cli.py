@@ -31,12 +31,22 @@ from tests.helpers import (
 
 SLOW_INTERLEAVE = """
 import sys
+
+
+def wait_for_gate():
+    # An open can succeed on the writer of the previous release before it closes, and then
+    # read only EOF: a gate has passed only once a line came through.
+    while True:
+        with open(sys.argv[1]) as gate:
+            if gate.readline():
+                return
+
+
 for i in range(3):
     for name, stream in (("out", sys.stdout), ("err", sys.stderr)):
         stream.write(f"{name} {i}\\n")
         stream.flush()
-        with open(sys.argv[1]) as gate:
-            gate.readline()
+        wait_for_gate()
 """
 
 

@@ -43,7 +43,7 @@ IdArg = Annotated[
 ]
 
 
-class Settings:
+class Connection:
     """The server and token for this invocation; the client is made when first needed."""
 
     def __init__(self, ctx: typer.Context, server: str | None, token: str | None) -> None:
@@ -59,8 +59,10 @@ class Settings:
 
 
 def _client(ctx: typer.Context) -> Client:
-    settings: Settings = ctx.find_object(Settings)  # type: ignore[assignment]
-    return settings.client()
+    connection = ctx.find_object(Connection)
+    if connection is None:
+        raise RuntimeError("the pericles callback did not run")
+    return connection.client()
 
 
 @app.callback()
@@ -76,7 +78,7 @@ def _options(
         str | None, typer.Option("--token", help="Bearer token [env: PERICLES_TOKEN]")
     ] = None,
 ) -> None:
-    ctx.obj = Settings(ctx, server, token)
+    ctx.obj = Connection(ctx, server, token)
 
 
 @app.command(
