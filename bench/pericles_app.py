@@ -1,0 +1,12 @@
+"""The Pericles app as a module-level ASGI object, for servers that import an app by name.
+
+`granian pericles_app:app` and `uvicorn pericles_app:app` serve what `handler-serve` serves:
+the settings come from `PERICLES_*` variables and the defaults, as in the entry point.
+"""
+
+from __future__ import annotations
+
+from pericles.api.app import create_app
+from pericles.settings import Settings
+
+app = create_app(Settings())
