@@ -3,6 +3,7 @@
     PericlesError
      +-- PayloadNotFound      no payload has that id
      +-- InvalidSpec          the request asks for something that cannot be run
+     +-- PolicyDenied         the command policy refuses the request (names the rule, why)
      +-- InvalidTransition    a payload cannot move from its state to the one asked
      |    +-- AlreadyTerminal the payload has ended and never changes again
      +-- NotRunning           the payload has no running process to act on (pending, paused...)
@@ -29,6 +30,16 @@ class PayloadNotFound(PericlesError):
 
 class InvalidSpec(PericlesError):
     """The request is well-formed but names something that cannot be run."""
+
+
+class PolicyDenied(PericlesError):
+    """The command policy refuses a spec; `rule` is the rule that refused it, if one matched."""
+
+    def __init__(self, rule: str | None, reason: str) -> None:
+        by = f"rule {rule!r}" if rule is not None else "the command policy"
+        super().__init__(f"refused by {by}: {reason}")
+        self.rule = rule
+        self.reason = reason
 
 
 class InvalidTransition(PericlesError):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class Status(StrEnum):
@@ -114,6 +114,16 @@ def _label_name(value: str) -> str:
     return value
 
 
+def _secret(value: SecretStr) -> SecretStr:
+    # The messages never quote the value: validation errors are answered to the client.
+    text = value.get_secret_value()
+    if not text:
+        raise ValueError("must not be empty")
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 SafeStr = Annotated[str, AfterValidator(_no_nul)]
 EnvName = Annotated[SafeStr, Field(min_length=1), AfterValidator(_env_name)]
 LabelName = Annotated[SafeStr, Field(min_length=1, max_length=128), AfterValidator(_label_name)]
@@ -179,6 +189,24 @@ class PayloadSpec(BaseModel):
     priority: Annotated[
         int, Field(ge=-(2**31), le=2**31 - 1, description="Higher starts first when queued")
     ] = 0
+    # SecretStr keeps the values out of repr() and model_dump(); Payload.from_spec never
+    # copies them, so no record, log line or store ever holds one.
+    secret_env: Annotated[
+        dict[EnvName, Annotated[SecretStr, AfterValidator(_secret)]] | None,
+        Field(
+            description="Write-only variables for the process: never stored or returned, "
+            "and replaced by *** in its captured output"
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _secret_names_apart(self) -> PayloadSpec:
+        if self.env and self.secret_env and (both := self.env.keys() & self.secret_env.keys()):
+            raise ValueError(f"secret_env: {sorted(both)} are also in env")
+        return self
+
+    def secret_values(self) -> list[str]:
+        return [v.get_secret_value() for v in (self.secret_env or {}).values()]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -238,6 +266,12 @@ class Payload:
     limits: dict[str, int] | None = None
     labels: dict[str, str] | None = None
     priority: int = 0
+    exe: Annotated[
+        str | None, Field(description="The file run: absolute, `..` and symlinks resolved")
+    ] = None
+    exe_sha256: Annotated[
+        str | None, Field(description="SHA-256 of `exe` when it started (hex)")
+    ] = None
 
     @property
     def state(self) -> Status:

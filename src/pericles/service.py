@@ -24,6 +24,7 @@ from pericles.errors import (
     InvalidSpec,
     NotRunning,
     PayloadNotFound,
+    PolicyDenied,
     ServiceUnavailable,
     StdinUnavailable,
     StillActive,
@@ -45,7 +46,9 @@ from pericles.model import (
     start_error,
     utcnow,
 )
-from pericles.runner import Execution, Exited, Output, Runner, StartFailed
+from pericles.policy import NO_POLICY, Decision, Policy, unresolved, with_rule_caps
+from pericles.redact import Redactor
+from pericles.runner import Execution, Exited, Output, Resolved, Runner, StartFailed
 from pericles.settings import Settings
 from pericles.store import ListQuery, Page, Store
 from pericles.store.output import Piece
@@ -92,13 +95,22 @@ class _Run:
     wall_timer: asyncio.TimerHandle | None = None
     idle_timer: asyncio.TimerHandle | None = None
     last_output: float = 0.0
+    #: Masks the spec's secret_env values in its output; None when it has none.
+    redactor: Redactor | None = None
 
 
 class Service:
     def __init__(
-        self, settings: Settings, store: Store, runner: Runner, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        runner: Runner,
+        metrics: Metrics | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._settings = settings
+        #: Which commands may run; None: any (the seed's behaviour).
+        self._policy = policy
         self._metrics = metrics
         self._store = store
         self._runner = runner
@@ -158,6 +170,7 @@ class Service:
             return first
         spec = apply_caps(spec, self._settings)
         self._runner.check(spec)
+        spec = await self._admit(spec)
         if not self._has_slot() and len(self._queue) >= self._settings.max_pending:
             raise ServiceUnavailable(
                 f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
@@ -171,6 +184,30 @@ class Service:
         self._queue.push(record.id, spec.priority, (record, spec))
         self._schedule()
         return record
+
+    async def check(self, spec: PayloadSpec) -> Decision:
+        """What create() would say of `spec` under the policy; starts and stores nothing."""
+        spec = apply_caps(spec, self._settings)
+        self._runner.check(spec)
+        return await self._decide(spec)
+
+    async def _decide(self, spec: PayloadSpec) -> Decision:
+        if self._policy is None:
+            return NO_POLICY
+        try:
+            resolved = await self._runner.identify(spec)
+        except StartFailed as exc:
+            return unresolved(spec, exc.reason)
+        return self._policy.evaluate(spec, resolved)
+
+    async def _admit(self, spec: PayloadSpec) -> PayloadSpec:
+        """`spec` with its rule's caps applied; raises `PolicyDenied` when the policy refuses it."""
+        if self._policy is None:
+            return spec
+        decision = await self._decide(spec)
+        if not decision.allowed:
+            raise PolicyDenied(decision.rule, decision.reason)
+        return with_rule_caps(spec, decision)
 
     async def _by_key(self, key: str) -> Payload | None:
         payload_id = self._keys.get(key)
@@ -193,6 +230,8 @@ class Service:
                 return
             record, spec = waiting
             run = _Run(record, spec)
+            if spec.secret_env:
+                run.redactor = Redactor(spec.secret_values())
             self._runs[record.id] = run
             run.task = asyncio.create_task(self._drive(run), name=f"payload-{record.id}")
             run.task.add_done_callback(functools.partial(self._on_run_done, run))
@@ -262,12 +301,24 @@ class Service:
     # -- output and following -------------------------------------------------------------
 
     async def _record_output(self, run: _Run, event: Output) -> None:
+        # Secrets are masked here, before the store: offsets and counts are of masked output.
+        data = event.data if run.redactor is None else run.redactor.feed(event.stream, event.data)
+        if data:
+            await self._store_output(run, event.stream, data)
+
+    async def _flush_output(self, run: _Run) -> None:
+        if run.redactor is not None:
+            for stream in ("stdout", "stderr"):
+                if data := run.redactor.flush(stream):
+                    await self._store_output(run, stream, data)
+
+    async def _store_output(self, run: _Run, stream: str, data: bytes) -> None:
         payload_id = run.record.id
-        total, dropped = await self._store.append_output(payload_id, event.stream, event.data)
+        total, dropped = await self._store.append_output(payload_id, stream, data)
         if self._metrics is not None:
-            self._metrics.output(event.stream, len(event.data))
+            self._metrics.output(stream, len(data))
         async with run.lock:
-            if event.stream == "stdout":
+            if stream == "stdout":
                 run.record = dataclasses.replace(
                     run.record, stdout_bytes=total, stdout_dropped=dropped
                 )
@@ -336,7 +387,8 @@ class Service:
             run.record = await self._move(run.record, Status.CANCELLED, finished_at=utcnow())
             return
         try:
-            execution = await self._runner.start(payload_id, run.spec)
+            resolved = await self._resolve_for_start(run.spec)
+            execution = await self._runner.start(payload_id, run.spec, resolved)
         except StartFailed as exc:
             log.info("payload %s: could not start %r: %s", payload_id, run.spec.cmd, exc.reason)
             run.record = await self._move(
@@ -350,7 +402,12 @@ class Service:
         started = time.monotonic()
         async with run.lock:
             run.record = await self._move(
-                run.record, Status.WORKING, pid=execution.pid, started_at=utcnow()
+                run.record,
+                Status.WORKING,
+                pid=execution.pid,
+                started_at=utcnow(),
+                exe=resolved.exe,
+                exe_sha256=resolved.sha256,
             )
         self._arm_timers(run)
         if run.stop is not None:  # cancelled while it was starting
@@ -360,7 +417,17 @@ class Service:
                 run.last_output = time.monotonic()
                 await self._record_output(run, event)
             elif isinstance(event, Exited):
+                await self._flush_output(run)
                 await self._end(run, event, time.monotonic() - started)
+
+    async def _resolve_for_start(self, spec: PayloadSpec) -> Resolved:
+        """The file to run, checked again: it may have changed while the payload waited."""
+        resolved = await self._runner.identify(spec)
+        if self._policy is not None:
+            decision = self._policy.evaluate(spec, resolved)
+            if not decision.allowed:
+                raise StartFailed(f"refused by the command policy: {decision.reason}")
+        return resolved
 
     async def _end(self, run: _Run, event: Exited, duration: float) -> None:
         wanted, reason = run.stop or (Status.FINISHED, None)

@@ -90,3 +90,17 @@ class Settings(BaseSettings):
     max_file_size: Annotated[Cap, Field(description="Cap and default for limits.max_file_size")] = (
         None
     )
+    allow: Annotated[
+        list[str],
+        Field(
+            description="Repeatable: a command that may run (path, bare name or wildcard "
+            "pattern, matched on the resolved file); with --policy, adds to its rules"
+        ),
+    ] = []
+    policy: Annotated[
+        str | None, Field(description="TOML file of command rules (see README); none: any")
+    ] = None
+    run_as: Annotated[
+        str | None,
+        Field(description="USER[:GROUP] payloads run as (supplementary groups cleared)"),
+    ] = None

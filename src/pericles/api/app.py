@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from pericles import __version__
-from pericles.api import control, events, operations, output, payloads, problems
+from pericles import __version__, process
+from pericles import policy as command_policy
+from pericles.api import check, control, events, operations, output, payloads, problems
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
+from pericles.posture import log_posture
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
@@ -21,12 +23,17 @@ log = logging.getLogger("pericles.api")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The app for `settings`; raises `PolicyError` or `UnknownIdentity` for bad ones."""
+    policy = command_policy.load(settings.allow, settings.policy)
+    run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store("memory://", settings.max_output)
-        runner = LocalRunner(settings.inherit_env, settings.max_stdin)
+        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
         await runner.open()
-        service = Service(settings, store, runner, metrics)
+        service = Service(settings, store, runner, metrics, policy)
+        log_posture(policy, run_as)
         metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
         app.state.service = service
         try:
@@ -46,7 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     problems.install(app)
-    for router in (payloads.router, output.router, events.router, control.router):
+    # check before payloads: its path must not be taken for a payload id by a later route.
+    for router in (check.router, payloads.router, output.router, events.router, control.router):
         app.include_router(router, responses=problems.PROBLEM_RESPONSES)
     app.include_router(operations.router)
     if settings.metrics:

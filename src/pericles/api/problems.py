@@ -21,6 +21,7 @@ from pericles.errors import (
     NotRunning,
     PayloadNotFound,
     PericlesError,
+    PolicyDenied,
     ServiceUnavailable,
     StdinUnavailable,
     StillActive,
@@ -52,6 +53,7 @@ def _problem(description: str) -> dict[str, Any]:
 #: The errors any payload route may answer, for the OpenAPI document.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _problem("The request is malformed (bad JSON, a bad event id)"),
+    403: _problem("The command policy refuses it; `rule` and `reason` say which rule and why"),
     404: _problem("No such payload"),
     409: _problem("The payload's state does not allow this"),
     413: _problem("The body is too large"),
@@ -110,6 +112,7 @@ _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (StillActive, 409, "still-active"),
     (StdinUnavailable, 409, "stdin-unavailable"),
     (InvalidSpec, 422, "invalid-spec"),
+    (PolicyDenied, 403, "policy-denied"),
     (ServiceUnavailable, 503, "unavailable"),
 ]
 
@@ -120,7 +123,10 @@ def _from_pericles_error(exc: PericlesError) -> Response:
             headers = None
             if isinstance(exc, ServiceUnavailable) and exc.retry_after is not None:
                 headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-            return problem_response(status, str(exc), slug, headers)
+            extra = {}
+            if isinstance(exc, PolicyDenied):
+                extra = {"rule": exc.rule, "reason": exc.reason}
+            return problem_response(status, str(exc), slug, headers, **extra)
     log.error("unmapped error: %r", exc)
     return problem_response(500, "internal error", "internal")
 

@@ -13,14 +13,21 @@ from pydantic_settings import CliApp
 
 from pericles.api.app import create_app
 from pericles.logs import log_config
+from pericles.policy import PolicyError
+from pericles.process import UnknownIdentity
 from pericles.settings import Settings
 
 
 def serve(settings: Settings) -> None:
     config_dict = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config_dict)
+    try:
+        app = create_app(settings)
+    except (PolicyError, UnknownIdentity) as exc:
+        print(f"handler-serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -4,6 +4,8 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
 from pericles.process.child import Child, Exit, OutputSink
+from pericles.process.exe import DigestCache, Resolved, canonical, identify
+from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
 from pericles.process.reaper import become_subreaper, kill_strays
 from pericles.process.spawn import (
@@ -20,16 +22,24 @@ __all__ = [
     "DEFAULT_PATH",
     "RLIMITS",
     "Child",
+    "DigestCache",
     "Exit",
     "OutputSink",
+    "Resolved",
+    "RunAs",
     "SpawnFailed",
     "StdinClosed",
     "StdinFull",
     "StdinWriter",
     "Stdio",
+    "UnknownIdentity",
     "become_subreaper",
+    "canonical",
     "check_cwd",
+    "identify",
+    "is_root",
     "kill_strays",
+    "parse_run_as",
     "resolve_executable",
     "spawn",
 ]

@@ -1,4 +1,5 @@
-"""The slower spawn path, for payloads that ask for a working directory or resource limits.
+"""The slower spawn path, for payloads that ask for a working directory or resource limits,
+and for every payload under `--run-as` (posix_spawn cannot change the uid).
 
 `os.posix_spawn` cannot set rlimits, and Python 3.11 exposes no chdir file action, so those
 payloads are started with `os.fork` and the child sets things up before `execve`. Measured
@@ -20,6 +21,7 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 
+from pericles.process.identity import RunAs, drop_privileges
 from pericles.process.limits import apply_limits
 
 # Python ignores SIGPIPE and SIGXFSZ for itself; an ignored signal stays ignored across exec,
@@ -34,6 +36,7 @@ def _child(
     fds: tuple[int, int, int],
     cwd: str | None,
     limits: Mapping[str, int],
+    run_as: RunAs | None,
 ) -> None:
     os.setsid()
     for target, fd in enumerate(fds):
@@ -41,9 +44,13 @@ def _child(
     for sig in RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    # Limits first: only lowered, which needs no privilege. Then the drop, so that the
+    # chdir and the exec are checked against the dropped user's rights, not root's.
+    apply_limits(limits)
+    if run_as is not None:
+        drop_privileges(run_as)
     if cwd is not None:
         os.chdir(cwd)
-    apply_limits(limits)
     os.execve(executable, list(argv), env)
 
 
@@ -54,17 +61,18 @@ def fork_exec(
     fds: tuple[int, int, int],
     cwd: str | None,
     limits: Mapping[str, int],
+    run_as: RunAs | None = None,
 ) -> int:
-    """Start `executable` with stdin/stdout/stderr on `fds`, in `cwd`, under `limits`.
+    """Start `executable` with stdin/stdout/stderr on `fds`, in `cwd`, under `limits`, as `run_as`.
 
-    Returns the pid; raises `OSError` with exec's (or chdir's, or setrlimit's) errno.
+    Returns the pid; raises `OSError` with exec's (or chdir's, setrlimit's, setuid's) errno.
     """
     report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns to pytest
         code = errno.EIO
         try:
-            _child(executable, argv, env, fds, cwd, limits)
+            _child(executable, argv, env, fds, cwd, limits, run_as)
         except OSError as exc:
             code = exc.errno or errno.EIO
         finally:

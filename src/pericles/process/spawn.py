@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from pericles.process.child import Child, OutputSink
 from pericles.process.forkexec import RESET_SIGNALS, fork_exec
+from pericles.process.identity import RunAs
 from pericles.process.stdin import StdinWriter
 
 #: The PATH a payload gets when its environment does not set one.
@@ -112,25 +113,31 @@ def spawn(
     stdio: Stdio | None = None,
     cwd: str | None = None,
     limits: Mapping[str, int] | None = None,
+    executable: str | None = None,
+    run_as: RunAs | None = None,
 ) -> Child:
     """Start `cmd` with `params` in a new session, output to pipes.
 
+    `executable` is the file to exec (see `exe.resolve`), else `cmd` looked up on env's PATH;
+    argv[0] stays `cmd`. `run_as` drops to that user and group before exec.
     Raises `SpawnFailed` when exec fails (no such file, permission denied, bad format).
     """
     stdio = stdio or Stdio()
-    executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
+    if executable is None:
+        executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
     argv = [cmd, *params]
     # os.pipe() fds are close-on-exec; dup2 onto 0, 1 and 2 makes just the child's ends inherited.
     in_r, in_w = os.pipe() if stdio.pipe or stdio.data is not None else (-1, -1)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        if cwd is None and not limits:
+        if cwd is None and not limits and run_as is None:
             pid = _posix_spawn(executable, argv, env, [in_r, out_w, err_w])
         else:
             if in_r < 0:
                 in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            pid = fork_exec(executable, argv, env, (in_r, out_w, err_w), cwd, limits or {})
+            fds = (in_r, out_w, err_w)
+            pid = fork_exec(executable, argv, env, fds, cwd, limits or {}, run_as)
     except OSError as exc:
         for fd in (out_r, err_r, in_w):
             if fd >= 0:

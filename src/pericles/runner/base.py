@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from pericles.model import PayloadSpec
+from pericles.process.exe import Resolved as Resolved
 
 
 class StartFailed(Exception):
@@ -70,8 +71,14 @@ class Runner(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
-        """Start the spec's process; raises `StartFailed` when it cannot be started."""
+    async def identify(self, spec: PayloadSpec) -> Resolved:
+        """The file the spec's command runs and its SHA-256; `StartFailed` when none would."""
+
+    @abc.abstractmethod
+    async def start(
+        self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
+    ) -> Execution:
+        """Start the spec's process (`resolved.exe` when given); `StartFailed` when it cannot."""
 
     async def ping(self) -> None:
         """Raise unless the runner can start payloads now."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from pericles import process
 from pericles.errors import InvalidSpec, ServiceUnavailable, StdinUnavailable
 from pericles.model import STDIN_PIPE, PayloadSpec
-from pericles.runner.base import Event, Execution, Exited, Output, Runner, StartFailed
+from pericles.runner.base import Event, Execution, Exited, Output, Resolved, Runner, StartFailed
 
 log = logging.getLogger("pericles.runner")
 
@@ -74,15 +74,23 @@ class LocalRunner(Runner):
     """Runs payloads here through `pericles.process`.
 
     `inherit_env` gives payloads this server's environment under their own `env`, instead of
-    `PATH` alone; `max_stdin` bounds the stdin bytes queued per payload.
+    `PATH` alone; `max_stdin` bounds the stdin bytes queued per payload; `run_as` is the user
+    and group payloads drop to.
     """
 
-    def __init__(self, inherit_env: bool = False, max_stdin: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        inherit_env: bool = False,
+        max_stdin: int = 1024 * 1024,
+        run_as: process.RunAs | None = None,
+    ) -> None:
         base: dict[str, str] = {"PATH": process.DEFAULT_PATH}
         if inherit_env:
             base.update(os.environ)
         self._base_env: Mapping[str, str] = base
         self._max_stdin = max_stdin
+        self._run_as = run_as
+        self._digests = process.DigestCache()
 
     async def open(self) -> None:
         process.become_subreaper()
@@ -107,8 +115,24 @@ class LocalRunner(Runner):
             return process.Stdio(pipe=True, limit=self._max_stdin)
         return process.Stdio(data=spec.stdin.encode(), limit=self._max_stdin)
 
-    async def start(self, payload_id: str, spec: PayloadSpec) -> Execution:
-        env = {**self._base_env, **spec.env} if spec.env else self._base_env
+    def _env(self, spec: PayloadSpec) -> Mapping[str, str]:
+        if not spec.env and not spec.secret_env:
+            return self._base_env
+        secrets = {k: v.get_secret_value() for k, v in (spec.secret_env or {}).items()}
+        # A fresh dict per payload: one payload's secrets never reach another's environment.
+        return {**self._base_env, **(spec.env or {}), **secrets}
+
+    async def identify(self, spec: PayloadSpec) -> Resolved:
+        search_path = self._env(spec).get("PATH")
+        try:
+            return await process.identify(spec.cmd, search_path, spec.cwd, self._digests)
+        except process.SpawnFailed as exc:
+            raise StartFailed(exc.reason) from exc
+
+    async def start(
+        self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
+    ) -> Execution:
+        env = self._env(spec)
         execution: LocalExecution | None = None
 
         def sink(stream: str, data: bytes) -> None:
@@ -125,6 +149,8 @@ class LocalRunner(Runner):
                 stdio=self._stdio(spec),
                 cwd=spec.cwd,
                 limits=spec.limits.given() if spec.limits is not None else None,
+                executable=resolved.exe if resolved is not None else None,
+                run_as=self._run_as,
             )
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
