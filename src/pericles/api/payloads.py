@@ -27,13 +27,38 @@ _SEED_RECORD = {
     "params": ["30"],
     "id": "0d111286d6fb4f7ebd7464082bada101",
 }
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with its `$defs` put in place of the refs to them.
+
+    A JSON schema pasted into an OpenAPI document keeps refs like `#/$defs/Limits`, which
+    the document resolves from its own root, where there is no `$defs`: tools then see no
+    body schema at all. The spec's models are not recursive, so inlining is finite.
+    """
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 _SPEC_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "Parsed as JSON whatever the Content-Type says.",
         "content": {
             "application/json": {
-                "schema": PayloadSpec.model_json_schema(),
+                "schema": _inline_refs(PayloadSpec.model_json_schema()),
                 "example": _SEED_REQUEST,
             }
         },
@@ -160,9 +185,19 @@ async def list_payloads(
     request: Request,
     service: ServiceDep,
     status: Annotated[
-        list[str], Query(description="Repeatable; `error` matches every error:...")
+        list[str],
+        Query(
+            description="Repeatable; `error` matches every error:...",
+            json_schema_extra={"items": {"type": "string", "enum": [s.value for s in Status]}},
+        ),
     ] = [],  # noqa: B006 - FastAPI copies query defaults
-    label: Annotated[list[str], Query(description="Repeatable key=value")] = [],  # noqa: B006
+    label: Annotated[
+        list[str],
+        Query(
+            description="Repeatable key=value",
+            json_schema_extra={"items": {"type": "string", "pattern": "^[^=]+="}},
+        ),
+    ] = [],  # noqa: B006
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     after: Annotated[str | None, Query(description="Start after this payload id")] = None,
     order: Literal["asc", "desc"] = "asc",
