@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
+from schemathesis import CheckFunction, GenerationMode
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.helpers import Server, is_terminal, start_server
@@ -37,6 +39,9 @@ from tests.helpers import Server, is_terminal, start_server
 TOKEN = "fuzz-secret-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_EXAMPLES = 12
+
+Operation = schemathesis.APIOperation[Any, Any, Any, Any]
+Case = schemathesis.Case[Any]
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +61,18 @@ def absent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _operations(server: Server) -> list[schemathesis.APIOperation]:
+def _operations(server: Server) -> list[Operation]:
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     schema.config.update(base_url=server.url)
-    return [result.ok() for result in schema.exclude(path="/events").get_all_operations()]
+    operations = []
+    for result in schema.exclude(path="/events").get_all_operations():
+        if isinstance(result, Err):
+            raise AssertionError(f"the served OpenAPI document is invalid: {result.err()}")
+        operations.append(result.ok())
+    return operations
 
 
-def _defuse(case: schemathesis.Case, absent: Path) -> None:
+def _defuse(case: Case, absent: Path) -> None:
     """Put a generated command under a directory that does not exist: it cannot run."""
     body = case.body
     if case.method == "POST" and case.path == "/payloads" and isinstance(body, dict):
@@ -77,10 +87,10 @@ def _defuse(case: schemathesis.Case, absent: Path) -> None:
 # and Schemathesis sends an optional header it sets to null as the text "null". Fuzzing
 # found and fixed three such gaps (the spec body's dangling $defs refs, the status and
 # label filters, Last-Event-ID); every other check applies to every operation.
-_LOOSE_SCHEMA_CHECKS = [positive_data_acceptance]
+_LOOSE_SCHEMA_CHECKS: list[CheckFunction] = [positive_data_acceptance]
 
 
-def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, absent: Path) -> None:
+def _fuzz(operation: Operation, mode: GenerationMode, absent: Path) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=MAX_EXAMPLES,
@@ -90,7 +100,7 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, absent: Pa
         phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded time
         suppress_health_check=list(HealthCheck),
     )
-    def run(case: schemathesis.Case) -> None:
+    def run(case: Case) -> None:
         _defuse(case, absent)
         case.call_and_validate(headers=AUTH, timeout=10, excluded_checks=_LOOSE_SCHEMA_CHECKS)
 
