@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ T = TypeVar("T")
 
 PYTHON = sys.executable
 TERMINAL = ("finished", "cancelled", "timeout")
-_STARTED = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
+_STARTED = re.compile(r"Uvicorn running on (https?)://\S+:(\d+)")
 
 
 def handler_serve() -> str:
@@ -31,6 +32,20 @@ def handler_serve() -> str:
     if path is None:
         raise RuntimeError("handler-serve is not installed beside this Python")
     return path
+
+
+def run_serve(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """Run handler-serve expecting it to stop by itself; the environment has no PERICLES_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERICLES_")}
+    return subprocess.run(
+        [handler_serve(), "--port", "0", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "") -> T:
@@ -141,16 +156,22 @@ class Server:
     port: int
     log_lines: list[str]
     reader: threading.Thread
+    scheme: str = "http"
+    #: What clients verify the server's certificate with (an SSLContext for a test CA).
+    verify: ssl.SSLContext | bool = True
+    headers: Mapping[str, str] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def client(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("verify", self.verify)
+        kwargs.setdefault("headers", self.headers)
         return httpx.Client(base_url=self.url, timeout=10.0, **kwargs)
 
     def log(self) -> str:
@@ -171,8 +192,17 @@ class Server:
                 self.process.stdout.close()
 
 
-def start_server(*args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0) -> Server:
-    """Start `handler-serve` on port 0 and return once it answers /healthz."""
+def start_server(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 20.0,
+    verify: ssl.SSLContext | bool = True,
+    headers: Mapping[str, str] | None = None,
+) -> Server:
+    """Start `handler-serve` on port 0 and return once it answers /healthz.
+
+    `verify` and `headers` (e.g. an Authorization header) are the defaults of its clients.
+    """
     full_env = {**os.environ, **(env or {})}
     argv = [handler_serve(), *args]
     if "PERICLES_PORT" not in full_env and "--port" not in args:
@@ -187,7 +217,7 @@ def start_server(*args: str, env: Mapping[str, str] | None = None, timeout: floa
     )
     lines: list[str] = []
     port_found = threading.Event()
-    ports: list[int] = []
+    found: list[tuple[str, int]] = []
 
     def pump() -> None:
         assert process.stdout is not None
@@ -195,18 +225,19 @@ def start_server(*args: str, env: Mapping[str, str] | None = None, timeout: floa
             lines.append(line)
             match = _STARTED.search(line)
             if match:
-                ports.append(int(match.group(1)))
+                found.append((match.group(1), int(match.group(2))))
                 port_found.set()
         port_found.set()
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    if not port_found.wait(timeout) or not ports:
+    if not port_found.wait(timeout) or not found:
         process.kill()
         process.wait()
         reader.join(timeout)
         raise RuntimeError("server did not start:\n" + "".join(lines))
-    server = Server(process, ports[0], lines, reader)
+    scheme, port = found[0]
+    server = Server(process, port, lines, reader, scheme, verify, headers)
     with server.client() as client:
         wait_until(lambda: _healthy(client), timeout, "the server to answer /healthz")
     return server
@@ -220,8 +251,13 @@ def _healthy(client: httpx.Client) -> bool:
 
 
 @contextlib.contextmanager
-def running_server(*args: str, env: Mapping[str, str] | None = None) -> Iterator[Server]:
-    server = start_server(*args, env=env)
+def running_server(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
+    headers: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    server = start_server(*args, env=env, verify=verify, headers=headers)
     try:
         yield server
     finally:

@@ -7,6 +7,7 @@ once, for our loggers and for uvicorn's alike, so every line the server writes i
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,28 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+# A query parameter whose name looks like a credential: its value is never written.
+_SECRET_PARAM = re.compile(
+    r"((?:^|[?&;])[^=&;]*(?:token|secret|password|auth)[^=&;]*=)[^&;]*", re.I
+)
+
+
+class RedactQuerySecrets(logging.Filter):
+    """Blanks credential-like query values in uvicorn's access lines.
+
+    The server reads tokens from the Authorization header only, but a client may still put
+    one in a URL (`?access_token=...`); the request is refused, and its line must not keep
+    the secret.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path = _SECRET_PARAM.sub(r"\1[redacted]", args[2])
+            record.args = (*args[:2], path, *args[3:])
+        return True
+
+
 def log_config(level: str, fmt: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the server, uvicorn's loggers included."""
     formatter: dict[str, Any] = {"()": JSONFormatter} if fmt == "json" else {"format": PLAIN}
@@ -45,11 +68,17 @@ def log_config(level: str, fmt: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"main": formatter},
         "handlers": {"main": handler},
+        "filters": {"redact": {"()": RedactQuerySecrets}},
         "loggers": {
             "pericles": {"handlers": ["main"], "level": level.upper(), "propagate": False},
             "uvicorn": {"handlers": ["main"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
-            "uvicorn.access": {"handlers": ["main"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {
+                "handlers": ["main"],
+                "filters": ["redact"],
+                "level": level.upper(),
+                "propagate": False,
+            },
         },
         "root": {"handlers": ["main"], "level": "WARNING"},
     }

@@ -272,6 +272,9 @@ class Payload:
     exe_sha256: Annotated[
         str | None, Field(description="SHA-256 of `exe` when it started (hex)")
     ] = None
+    created_by: Annotated[
+        str | None, Field(description="Name of the token that created it; null without auth")
+    ] = None
 
     @property
     def state(self) -> Status:
@@ -282,7 +285,13 @@ class Payload:
         return self.state in TERMINAL
 
     @classmethod
-    def from_spec(cls, spec: PayloadSpec, payload_id: str, created_at: datetime) -> Payload:
+    def from_spec(
+        cls,
+        spec: PayloadSpec,
+        payload_id: str,
+        created_at: datetime,
+        created_by: str | None = None,
+    ) -> Payload:
         """A new pending record echoing `spec`."""
         return cls(
             status=Status.PENDING.value,
@@ -299,6 +308,7 @@ class Payload:
             limits=spec.limits.given() if spec.limits is not None else None,
             labels=spec.labels,
             priority=spec.priority,
+            created_by=created_by,
         )
 
 

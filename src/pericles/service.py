@@ -157,8 +157,12 @@ class Service:
 
     # -- create, queue, start -------------------------------------------------------------
 
-    async def create(self, spec: PayloadSpec, idempotency_key: str | None = None) -> Payload:
+    async def create(
+        self, spec: PayloadSpec, idempotency_key: str | None = None, created_by: str | None = None
+    ) -> Payload:
         """Store a new pending payload and queue its start; returns the pending record.
+
+        `created_by` names who asked (the token's name), recorded as given.
 
         With an `idempotency_key` seen in the last 24 h, returns that key's payload instead.
         Raises `InvalidSpec` for what the server's caps or runner refuse, `ServiceUnavailable`
@@ -175,7 +179,7 @@ class Service:
             raise ServiceUnavailable(
                 f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
             )
-        record = Payload.from_spec(spec, new_id(), utcnow())
+        record = Payload.from_spec(spec, new_id(), utcnow(), created_by)
         # Noted before the first await, so a concurrent retry with the key finds this payload.
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)

@@ -6,9 +6,10 @@ Built once by an entry point and passed down; nothing else reads the environment
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -104,3 +105,47 @@ class Settings(BaseSettings):
         str | None,
         Field(description="USER[:GROUP] payloads run as (supplementary groups cleared)"),
     ] = None
+
+    # -- exposure: who may call, over what, with how much ------------------------------------
+    token: Annotated[
+        SecretStr | None,
+        Field(
+            description="Bearer token with scope run, named 'default' (prefer --tokens-file: "
+            "a flag shows in ps)"
+        ),
+    ] = None
+    tokens_file: Annotated[
+        Path | None,
+        Field(description="TOML file of [[token]] tables with name, secret, scope (read|run)"),
+    ] = None
+    insecure: Annotated[
+        bool, Field(description="Allow listening on a non-loopback address without any token")
+    ] = False
+    tls_cert: Annotated[Path | None, Field(description="PEM certificate chain: serve HTTPS")] = None
+    tls_key: Annotated[Path | None, Field(description="PEM private key of --tls-cert")] = None
+    cors_origin: Annotated[
+        list[str],
+        Field(description="Origin allowed by CORS (repeatable); none by default"),
+    ] = []
+    max_params: Annotated[int, Field(ge=0, description="Most params a payload may have")] = 4096
+    max_param_length: Annotated[
+        int, Field(ge=1, description="Longest cmd or param, bytes of UTF-8")
+    ] = 128 * 1024
+    max_env_bytes: Annotated[
+        int, Field(ge=0, description="Total bytes of a payload's env names and values")
+    ] = 128 * 1024
+    max_header_bytes: Annotated[
+        int, Field(ge=1024, description="Largest request line plus headers, bytes (431 past it)")
+    ] = 16 * 1024
+    header_timeout: Annotated[
+        float, Field(gt=0, description="Seconds a client has to send a request's headers")
+    ] = 10.0
+    keep_alive_timeout: Annotated[
+        int, Field(ge=1, description="Seconds an idle connection stays open")
+    ] = 5
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        return self

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.params import Depends as DependsParam
+from starlette.middleware.cors import CORSMiddleware
 
 from pericles import __version__, process
 from pericles import policy as command_policy
 from pericles.api import check, control, events, operations, output, payloads, problems
+from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
 from pericles.posture import log_posture
@@ -18,14 +22,32 @@ from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
 from pericles.store import open_store
+from pericles.tokens import TokenSet, load_tokens
 
 log = logging.getLogger("pericles.api")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The app for `settings`; raises `PolicyError` or `UnknownIdentity` for bad ones."""
+#: Headers a browser page on an allowed origin may send, and read back.
+_CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
+_CORS_EXPOSED = [
+    "Location",
+    "Link",
+    "Retry-After",
+    "Pericles-Output-Next-Offset",
+    "Pericles-Output-Dropped",
+]
+
+
+def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
+    """The app for `settings`; `tokens` defaults to those the settings name.
+
+    Raises `TokenConfigError`, `PolicyError` or `UnknownIdentity` for bad settings.
+    """
     policy = command_policy.load(settings.allow, settings.policy)
     run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
+    if tokens is None:
+        secret = settings.token.get_secret_value() if settings.token is not None else None
+        tokens = load_tokens(secret, settings.tokens_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,12 +74,29 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.tokens = tokens
     problems.install(app)
+    # Without tokens nothing is checked, and the OpenAPI document says so by naming no
+    # security scheme. /healthz and /readyz stay open either way, for load balancers.
+    guard: list[DependsParam] = [Depends(authorize)] if tokens else []
+    denied: dict[int | str, dict[str, Any]] = AUTH_RESPONSES if tokens else {}
     # check before payloads: its path must not be taken for a payload id by a later route.
-    for router in (check.router, payloads.router, output.router, events.router, control.router):
-        app.include_router(router, responses=problems.PROBLEM_RESPONSES)
+    routers = (check.router, payloads.router, output.router, events.router, control.router)
+    for router in routers:
+        app.include_router(
+            router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
+        )
     app.include_router(operations.router)
     if settings.metrics:
-        app.include_router(operations.metrics_router)
+        app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if settings.cors_origin:
+        # Outermost, so preflights are answered before authentication: they carry no token.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=_CORS_HEADERS,
+            expose_headers=_CORS_EXPOSED,
+        )
     return app

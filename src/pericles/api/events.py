@@ -24,6 +24,9 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
+_PAYLOAD_EVENT_ID = rf"^[0-9]+\.[0-9]+\.({'|'.join(s.value for s in Status)})?$"
+
+
 def _record_json(record: Payload) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_UTC_Z)
 
@@ -118,7 +121,13 @@ async def _payload_stream(
 async def payload_events(
     payload_id: str,
     service: ServiceDep,
-    last_event_id: Annotated[str | None, Header(description="Resume after this event")] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            description="Resume after this event: `<stdout offset>.<stderr offset>.<status>`",
+            json_schema_extra={"pattern": _PAYLOAD_EVENT_ID},
+        ),
+    ] = None,
 ) -> Response:
     positions, seen = dict.fromkeys(STREAMS, 0), None
     if last_event_id:

@@ -10,10 +10,12 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from pericles.api.auth import CallerDep
 from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem
 from pericles.api.render import JSONResponse
 from pericles.model import Payload, PayloadSpec, Status
+from pericles.settings import Settings
 from pericles.store import ListQuery
 
 router = APIRouter()
@@ -25,13 +27,38 @@ _SEED_RECORD = {
     "params": ["30"],
     "id": "0d111286d6fb4f7ebd7464082bada101",
 }
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with its `$defs` put in place of the refs to them.
+
+    A JSON schema pasted into an OpenAPI document keeps refs like `#/$defs/Limits`, which
+    the document resolves from its own root, where there is no `$defs`: tools then see no
+    body schema at all. The spec's models are not recursive, so inlining is finite.
+    """
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 _SPEC_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "Parsed as JSON whatever the Content-Type says.",
         "content": {
             "application/json": {
-                "schema": PayloadSpec.model_json_schema(),
+                "schema": _inline_refs(PayloadSpec.model_json_schema()),
                 "example": _SEED_REQUEST,
             }
         },
@@ -53,7 +80,37 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_spec(body: bytes) -> PayloadSpec:
+def _invalid(errors: list[dict[str, str]]) -> Problem:
+    detail = "; ".join(f"{e['loc'] or 'body'}: {e['msg']}" for e in errors)
+    return Problem(422, "invalid-spec", detail, errors=errors)
+
+
+def _size_errors(spec: PayloadSpec, settings: Settings) -> list[dict[str, str]]:
+    """What in a well-formed spec is over the server's size limits.
+
+    Checked here rather than in `PayloadSpec`, because the limits are settings and the
+    model knows none; the answer has the same shape as a validation error's.
+    """
+    errors = []
+    if len(spec.params) > settings.max_params:
+        errors.append({"loc": "params", "msg": f"more than {settings.max_params} (--max-params)"})
+    longest = settings.max_param_length
+    for loc, value in [("cmd", spec.cmd), *((f"params.{i}", p) for i, p in enumerate(spec.params))]:
+        if len(value.encode()) > longest:
+            errors.append({"loc": loc, "msg": f"longer than {longest} bytes (--max-param-length)"})
+    if spec.env is not None:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in spec.env.items())
+        if size > settings.max_env_bytes:
+            errors.append(
+                {
+                    "loc": "env",
+                    "msg": f"{size} bytes, over {settings.max_env_bytes} (--max-env-bytes)",
+                }
+            )
+    return errors
+
+
+def _parse_spec(body: bytes, settings: Settings) -> PayloadSpec:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -61,14 +118,17 @@ def _parse_spec(body: bytes) -> PayloadSpec:
     if not isinstance(data, dict):
         raise Problem(422, "invalid-spec", "the body must be a JSON object")
     try:
-        return PayloadSpec.model_validate(data)
+        spec = PayloadSpec.model_validate(data)
     except ValidationError as exc:
         errors = [
             {"loc": ".".join(str(part) for part in e["loc"]), "msg": e["msg"]}
             for e in exc.errors(include_url=False)
         ]
-        detail = "; ".join(f"{e['loc'] or 'body'}: {e['msg']}" for e in errors)
-        raise Problem(422, "invalid-spec", detail, errors=errors) from exc
+        raise _invalid(errors) from exc
+    errors = _size_errors(spec, settings)
+    if errors:
+        raise _invalid(errors)
+    return spec
 
 
 @router.post(
@@ -83,6 +143,7 @@ async def create_payload(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
+    created_by: CallerDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -92,8 +153,8 @@ async def create_payload(
         ),
     ] = None,
 ) -> Response:
-    spec = _parse_spec(await _read_body(request, settings.max_body))
-    record = await service.create(spec, idempotency_key)
+    spec = _parse_spec(await _read_body(request, settings.max_body), settings)
+    record = await service.create(spec, idempotency_key, created_by)
     return JSONResponse(record, status_code=201, headers={"Location": f"/payloads/{record.id}"})
 
 
@@ -124,9 +185,19 @@ async def list_payloads(
     request: Request,
     service: ServiceDep,
     status: Annotated[
-        list[str], Query(description="Repeatable; `error` matches every error:...")
+        list[str],
+        Query(
+            description="Repeatable; `error` matches every error:...",
+            json_schema_extra={"items": {"type": "string", "enum": [s.value for s in Status]}},
+        ),
     ] = [],  # noqa: B006 - FastAPI copies query defaults
-    label: Annotated[list[str], Query(description="Repeatable key=value")] = [],  # noqa: B006
+    label: Annotated[
+        list[str],
+        Query(
+            description="Repeatable key=value",
+            json_schema_extra={"items": {"type": "string", "pattern": "^[^=]+="}},
+        ),
+    ] = [],  # noqa: B006
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     after: Annotated[str | None, Query(description="Start after this payload id")] = None,
     order: Literal["asc", "desc"] = "asc",

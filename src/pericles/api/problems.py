@@ -43,7 +43,8 @@ class ProblemBody(BaseModel):
     detail: str
 
 
-def _problem(description: str) -> dict[str, Any]:
+def problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a problem answer."""
     return {
         "description": description,
         "content": {PROBLEM_MEDIA_TYPE: {"schema": ProblemBody.model_json_schema()}},
@@ -52,13 +53,13 @@ def _problem(description: str) -> dict[str, Any]:
 
 #: The errors any payload route may answer, for the OpenAPI document.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("The request is malformed (bad JSON, a bad event id)"),
-    403: _problem("The command policy refuses it; `rule` and `reason` say which rule and why"),
-    404: _problem("No such payload"),
-    409: _problem("The payload's state does not allow this"),
-    413: _problem("The body is too large"),
-    422: _problem("The request is well-formed but invalid; `errors` lists what"),
-    503: _problem("Not taking payloads now (shutting down, queue full); see Retry-After"),
+    400: problem_doc("The request is malformed (bad JSON, a bad event id)"),
+    403: problem_doc("The command policy refuses it; `rule` and `reason` say which rule and why"),
+    404: problem_doc("No such payload"),
+    409: problem_doc("The payload's state does not allow this"),
+    413: problem_doc("The body is too large"),
+    422: problem_doc("The request is well-formed but invalid; `errors` lists what"),
+    503: problem_doc("Not taking payloads now (shutting down, queue full); see Retry-After"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import logging.config
 import signal
@@ -12,17 +13,57 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from pericles.api.app import create_app
+from pericles.api.protocol import bounded_head_protocol
 from pericles.logs import log_config
 from pericles.policy import PolicyError
 from pericles.process import UnknownIdentity
 from pericles.settings import Settings
+from pericles.tokens import TokenConfigError, TokenSet, load_tokens
+
+log = logging.getLogger("pericles.cli")
 
 
-def serve(settings: Settings) -> None:
+class RefusedExposure(Exception):
+    """Listening where others can reach an unauthenticated server, without --insecure."""
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and "localhost"; any other name may resolve anywhere."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, tokens: TokenSet) -> str | None:
+    """A warning to log at start, if any; raises `RefusedExposure` for what must not start."""
+    if tokens or is_loopback(settings.host):
+        if tokens and settings.tls_cert is None and not is_loopback(settings.host):
+            return (
+                f"listening on {settings.host} without TLS: bearer tokens cross the network "
+                "in clear text unless a TLS proxy is in front (--tls-cert, --tls-key)"
+            )
+        return None
+    if not settings.insecure:
+        raise RefusedExposure(
+            f"refusing to listen on {settings.host} without a token: anyone who can reach it "
+            "could run any command; give --token or --tokens-file (or --insecure)"
+        )
+    return (
+        f"--insecure: listening on {settings.host} with no token; anyone who can reach this "
+        "port can run any command as this user"
+    )
+
+
+def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> None:
     config_dict = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config_dict)
+    if warning:
+        log.warning("%s", warning)
     try:
-        app = create_app(settings)
+        app = create_app(settings, tokens)
     except (PolicyError, UnknownIdentity) as exc:
         print(f"handler-serve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -35,7 +76,10 @@ def serve(settings: Settings) -> None:
         # An open output stream never ends by itself: without a bound, shutdown would wait on it.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
         loop="uvloop",
-        http="httptools",
+        http=bounded_head_protocol(settings.max_header_bytes, settings.header_timeout),
+        timeout_keep_alive=settings.keep_alive_timeout,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
         server_header=False,
     )
     stop_signals: list[int] = []
@@ -47,10 +91,20 @@ def serve(settings: Settings) -> None:
     uvicorn.Server(config).run()
 
 
+def _fail(message: str) -> SystemExit:
+    print(f"handler-serve: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
     except ValidationError as exc:
-        print(f"handler-serve: invalid settings:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    serve(settings)
+        raise _fail(f"invalid settings:\n{exc}") from None
+    try:
+        secret = settings.token.get_secret_value() if settings.token is not None else None
+        tokens = load_tokens(secret, settings.tokens_file)
+        warning = check_exposure(settings, tokens)
+    except (TokenConfigError, RefusedExposure) as exc:
+        raise _fail(str(exc)) from None
+    serve(settings, tokens, warning)

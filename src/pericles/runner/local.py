@@ -86,7 +86,8 @@ class LocalRunner(Runner):
     ) -> None:
         base: dict[str, str] = {"PATH": process.DEFAULT_PATH}
         if inherit_env:
-            base.update(os.environ)
+            # Never our own settings: PERICLES_TOKEN is a secret, the rest is not theirs.
+            base.update((k, v) for k, v in os.environ.items() if not k.startswith("PERICLES_"))
         self._base_env: Mapping[str, str] = base
         self._max_stdin = max_stdin
         self._run_as = run_as

@@ -1,0 +1,80 @@
+"""Bearer-token authentication: who may call what.
+
+With no token configured every route is open, as in the seed. With tokens, each protected
+route needs `Authorization: Bearer <secret>`: GET (and HEAD) need a `read` or `run` token,
+anything else a `run` token. The header is the only place a token is read from: a token in
+a query string would end up in access logs, proxies' logs and browser history.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pericles.api.problems import Problem, problem_doc
+from pericles.tokens import Scope, Token, TokenSet
+
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+# auto_error=False: a missing header is ours to answer, as a problem body. The scheme also
+# puts `bearerAuth` into the OpenAPI document of every route that depends on it.
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearerAuth")
+
+#: The answers a protected route adds, for the OpenAPI document.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: problem_doc("No token, or an unknown one; see WWW-Authenticate"),
+    403: problem_doc("The token's scope does not allow this (a read token on a run route)"),
+}
+
+
+def _tokens(request: Request) -> TokenSet:
+    tokens: TokenSet = request.app.state.tokens
+    return tokens
+
+
+def _challenge(error: str | None = None) -> dict[str, str]:
+    # RFC 6750 section 3: the challenge names the realm and, for a bad token, the error.
+    value = 'Bearer realm="pericles"'
+    if error:
+        value += f', error="{error}"'
+    return {"WWW-Authenticate": value}
+
+
+def authorize(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Token | None:
+    """The caller's token, checked against the scope the request's method needs.
+
+    None when authentication is off. The token is kept on `request.state` for handlers
+    that record who asked (see `caller`).
+    """
+    tokens = _tokens(request)
+    if not tokens:
+        return None
+    if credentials is None:
+        raise Problem(401, "unauthorized", "a bearer token is required", _challenge())
+    token = tokens.match(credentials.credentials)
+    if token is None:
+        raise Problem(401, "unauthorized", "the token is not valid", _challenge("invalid_token"))
+    needed = Scope.READ if request.method in _SAFE_METHODS else Scope.RUN
+    if not token.scope.allows(needed):
+        raise Problem(
+            403,
+            "forbidden",
+            f"token {token.name!r} has scope {token.scope.value}; this needs {needed.value}",
+            _challenge("insufficient_scope"),
+        )
+    request.state.token = token
+    return token
+
+
+def caller(request: Request) -> str | None:
+    """The name of the token that authorized this request; None when auth is off."""
+    token: Token | None = getattr(request.state, "token", None)
+    return token.name if token is not None else None
+
+
+CallerDep = Annotated[str | None, Depends(caller)]

@@ -1,0 +1,141 @@
+"""Bearer tokens: where they come from, and which one a request presents.
+
+A token has a name (what records and logs may show), a secret (what they never show) and a
+scope: `read` may call GET endpoints and follow event feeds, `run` may call everything.
+Tokens come from `--token` (one, named "default", scope `run`) and from `--tokens-file`,
+a TOML file with one `[[token]]` table per token:
+
+    [[token]]
+    name = "ci"
+    secret = "..."
+    scope = "run"
+
+This module knows nothing of HTTP: the API layer asks `TokenSet.match` and decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tomllib
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+#: Shorter secrets are refused: a guessable token protects nothing.
+MIN_SECRET_LENGTH = 16
+DEFAULT_NAME = "default"
+
+
+class TokenConfigError(ValueError):
+    """The tokens given to the server are unusable; the entry point reports it and exits."""
+
+
+class Scope(StrEnum):
+    #: GET endpoints and event feeds.
+    READ = "read"
+    #: Everything: create, cancel, signal, write stdin, delete, and what `read` may do.
+    RUN = "run"
+
+    def allows(self, needed: Scope) -> bool:
+        return self is Scope.RUN or needed is Scope.READ
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    name: str
+    scope: Scope
+    # Only a digest is kept, so comparisons take the same time whatever the secret's length.
+    digest: bytes
+
+    def __repr__(self) -> str:
+        return f"Token(name={self.name!r}, scope={self.scope.value!r})"
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def make_token(name: str, secret: str, scope: Scope | str) -> Token:
+    if not name or not name.isprintable():
+        raise TokenConfigError(f"token name {name!r} must be non-empty printable text")
+    if len(secret) < MIN_SECRET_LENGTH or not secret.isprintable() or secret != secret.strip():
+        raise TokenConfigError(
+            f"token {name!r}: the secret must be at least {MIN_SECRET_LENGTH} printable "
+            "characters without surrounding spaces"
+        )
+    try:
+        return Token(name, Scope(scope), _digest(secret))
+    except ValueError:
+        raise TokenConfigError(f"token {name!r}: scope must be 'read' or 'run'") from None
+
+
+class TokenSet:
+    """The server's tokens; empty when authentication is off."""
+
+    def __init__(self, tokens: list[Token]) -> None:
+        names = [t.name for t in tokens]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise TokenConfigError(f"token names must be unique: {', '.join(duplicates)}")
+        if len({t.digest for t in tokens}) != len(tokens):
+            raise TokenConfigError("two tokens share one secret")
+        self._tokens = tuple(tokens)
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def match(self, presented: str) -> Token | None:
+        """The token whose secret is `presented`, or None.
+
+        Every token is compared, with `hmac.compare_digest` on fixed-size digests, and the
+        loop never stops early: the time taken says nothing about which token, if any, was
+        close or matched.
+        """
+        digest = _digest(presented)
+        found: Token | None = None
+        for token in self._tokens:
+            if hmac.compare_digest(digest, token.digest):
+                found = token
+        return found
+
+
+def _from_table(index: int, table: Any) -> Token:
+    if not isinstance(table, dict):
+        raise TokenConfigError(f"token #{index}: must be a table")
+    unknown = set(table) - {"name", "secret", "scope"}
+    if unknown:
+        raise TokenConfigError(f"token #{index}: unknown keys {', '.join(sorted(unknown))}")
+    name, secret, scope = (table.get(key) for key in ("name", "secret", "scope"))
+    if not (isinstance(name, str) and isinstance(secret, str) and isinstance(scope, str)):
+        raise TokenConfigError(f"token #{index}: name, secret and scope must all be strings")
+    return make_token(name, secret, scope)
+
+
+def read_tokens_file(path: Path) -> list[Token]:
+    """The `[[token]]` tables of the TOML file at `path`."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TokenConfigError(f"cannot read the tokens file {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TokenConfigError(f"the tokens file {path} is not valid TOML: {exc}") from exc
+    unknown = set(data) - {"token"}
+    if unknown:
+        raise TokenConfigError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
+    tables = data.get("token", [])
+    if not isinstance(tables, list) or not tables:
+        raise TokenConfigError(f"{path}: expected one or more [[token]] tables")
+    return [_from_table(i, table) for i, table in enumerate(tables, 1)]
+
+
+def load_tokens(token: str | None, tokens_file: Path | None) -> TokenSet:
+    """The tokens from `--token` and `--tokens-file`; an empty set when neither is given."""
+    tokens = [make_token(DEFAULT_NAME, token, Scope.RUN)] if token is not None else []
+    if tokens_file is not None:
+        tokens += read_tokens_file(tokens_file)
+    return TokenSet(tokens)
