@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
 import signal
@@ -12,8 +13,25 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from pericles.api.app import create_app
+from pericles.errors import StoreUnavailable
 from pericles.logs import log_config
 from pericles.settings import Settings
+from pericles.store import open_store
+
+
+def check_store(settings: Settings) -> None:
+    """Open and close the store once before serving; raises `StoreUnavailable`.
+
+    The app opens it again in its lifespan, where a failure would reach the user as a
+    traceback from uvicorn: checking here turns a bad path into one clear line.
+    """
+
+    async def probe() -> None:
+        store = open_store(settings.store, settings.max_output)
+        await store.open()
+        await store.close()
+
+    asyncio.run(probe())
 
 
 def serve(settings: Settings) -> None:
@@ -46,4 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         print(f"handler-serve: invalid settings:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        check_store(settings)
+    except StoreUnavailable as exc:
+        print(f"handler-serve: cannot use the store {settings.store}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     serve(settings)
