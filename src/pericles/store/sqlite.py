@@ -82,7 +82,6 @@ class SqliteStore(MemoryStore):
         self._retry: asyncio.TimerHandle | None = None
         self._failure: str | None = None
         self._restored: collections.OrderedDict[str, OutputLog] = collections.OrderedDict()
-        self._deleted_since_vacuum = 0
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -284,18 +283,9 @@ class SqliteStore(MemoryStore):
                     conn.execute("ROLLBACK")
                 raise
             if batch.deletes:
-                self._vacuum(conn, len(batch.deletes))
+                _vacuum(conn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
-
-    def _vacuum(self, conn: sqlite3.Connection, deleted: int) -> None:
-        self._deleted_since_vacuum += deleted
-        if self._deleted_since_vacuum < 64:
-            return
-        self._deleted_since_vacuum = 0
-        if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _VACUUM_PAGES:
-            # Each step of this pragma frees one page: fetch them all to run it to the end.
-            conn.execute("PRAGMA incremental_vacuum").fetchall()
 
     async def _on_thread(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         call = functools.partial(func, *args, **kwargs)
@@ -331,6 +321,14 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
         conn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", batch.meta.items()
         )
+
+
+def _vacuum(conn: sqlite3.Connection) -> None:
+    """Give freed pages back to the file system once there are enough of them to matter."""
+    if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _VACUUM_PAGES:
+        # Each step of this pragma frees one page, and execute() steps a statement without
+        # result rows once: executescript() runs it to the end (no transaction is open here).
+        conn.executescript("PRAGMA incremental_vacuum;")
 
 
 def _delete_output(conn: sqlite3.Connection, payload_id: str) -> None:
