@@ -116,6 +116,9 @@ class SqliteStore(MemoryStore):
             if self._failure is not None:
                 log.error("store: closing with changes not written: %s", self._failure)
                 break
+        if self._retry is not None:  # armed by a failed last write: nothing runs after close
+            self._retry.cancel()
+            self._retry = None
         await self._on_thread(self._close)
         self._executor.shutdown()
 
