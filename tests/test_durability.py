@@ -91,13 +91,16 @@ def test_every_201_survives_kill_9(tmp_path: Path) -> None:
 def test_pending_payloads_resume_and_working_ones_are_lost(tmp_path: Path) -> None:
     db = tmp_path / "pericles.db"
     args = store_args(db, "--max-running", "1")
-    server = start_server(*args)
+    server = start_server(*args, "--log-level", "debug")
     try:
         with server.client() as client:
             # A group whose leader has a child: both must be gone after the restart.
-            working = post(client, "/bin/sh", "-c", "/bin/sleep 300 & exec /bin/sleep 300")
+            script = "echo started; /bin/sleep 300 & exec /bin/sleep 300"
+            working = post(client, "/bin/sh", "-c", script)
             pgrp = wait_for_status(client, working["id"], "working")["pid"]
             wait_until(lambda: len(live_members(pgrp)) == 2, 10, "both sleeps to run")
+            saved = f"saved the output of payload {working['id']}"
+            wait_until(lambda: saved in server.log(), 10, "its output to be saved")
             first = post(client, "/bin/echo", "first")
             second = post(client, "/bin/echo", "second")
             urgent = post(client, "/bin/echo", "urgent", priority=5)
@@ -110,6 +113,7 @@ def test_pending_payloads_resume_and_working_ones_are_lost(tmp_path: Path) -> No
     with running_server(*args) as again, again.client() as client:
         lost = wait_for_status(client, working["id"], "lost")
         assert lost["finished_at"] is not None
+        assert client.get(f"/payloads/{working['id']}/output").text == "started\n"
         wait_until(lambda: not live_members(pgrp), 10, "the lost payload's processes to die")
         done = [wait_for_status(client, p["id"]) for p in (urgent, first, second)]
         assert [r["status"] for r in done] == ["finished"] * 3

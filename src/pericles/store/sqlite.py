@@ -6,10 +6,13 @@ payloads is read back from the file, on demand. Writes go behind, to one databas
 
 - `add` returns once the record is committed, so a `201` is only ever answered for a record
   that a crash of the server cannot take away;
-- later changes (`put`, output, `delete`) return at once and are committed in the next batch.
+- later changes (`put`, `delete`) return at once and are committed in the next batch.
   Whatever arrives while a batch commits makes up the next one (group commit), and several
   changes to one record in a batch are written once. A crash loses at most the last batch:
-  changes to payloads that were running, which the next start records as `lost` anyway.
+  changes to payloads that were running, which the next start records as `lost` anyway;
+- output is kept in memory (`OutputLog`) while a payload runs, saved every
+  `_CHECKPOINT_SECONDS` while it writes, and for good with its terminal record; then the
+  memory is freed and reads come from the file.
 
 The event loop never waits on SQLite: all database work runs on the one thread of
 `self._executor`, which also owns the connection (sqlite3 connections are not shared).
@@ -48,6 +51,22 @@ _RESTORED_CACHE = 32
 _VACUUM_PAGES = 256
 #: Seconds before a batch that failed is tried again.
 _RETRY_DELAY = 1.0
+#: Seconds between saves of running payloads' output: what a crash may lose of it.
+_CHECKPOINT_SECONDS = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A payload's kept output as rows, copied on the event loop while the log may change."""
+
+    chunks: list[ChunkRow]
+    totals: list[TotalRow]
+    #: The log of an ended payload: it changes no more, and is freed once written.
+    ended: OutputLog | None = None
+
+    @classmethod
+    def of(cls, log: OutputLog, ended: bool) -> _Snapshot:
+        return cls(chunk_rows(log), total_rows(log), log if ended else None)
 
 
 @dataclasses.dataclass
@@ -60,7 +79,7 @@ class _Batch:
 
     adds: dict[str, Payload] = dataclasses.field(default_factory=dict)
     puts: dict[str, Payload] = dataclasses.field(default_factory=dict)
-    outputs: dict[str, OutputLog] = dataclasses.field(default_factory=dict)
+    outputs: dict[str, _Snapshot] = dataclasses.field(default_factory=dict)
     deletes: set[str] = dataclasses.field(default_factory=set)
     meta: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Resolved once the batch is committed: awaited by `add` and `set_meta`.
@@ -82,6 +101,9 @@ class SqliteStore(MemoryStore):
         self._retry: asyncio.TimerHandle | None = None
         self._failure: str | None = None
         self._restored: collections.OrderedDict[str, OutputLog] = collections.OrderedDict()
+        #: Running payloads that wrote output since the last checkpoint.
+        self._unsaved: set[str] = set()
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -105,9 +127,10 @@ class SqliteStore(MemoryStore):
 
     async def close(self) -> None:
         """Commit what is waiting, then close the file."""
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        for timer in (self._retry, self._checkpoint_timer):
+            if timer is not None:
+                timer.cancel()
+        self._retry = self._checkpoint_timer = None
         while self._writing is not None or self._next:
             if self._writing is None:
                 self._flush()
@@ -154,7 +177,8 @@ class SqliteStore(MemoryStore):
         # An ended payload's output never changes again: keep it with the record.
         output = self._output.get(record.id)
         if record.terminal and output is not None:
-            self._next.outputs[record.id] = output
+            self._unsaved.discard(record.id)
+            self._next.outputs[record.id] = _Snapshot.of(output, ended=True)
         self._flush()
 
     async def delete(self, payload_id: str) -> None:
@@ -163,6 +187,7 @@ class SqliteStore(MemoryStore):
         self._next.adds.pop(payload_id, None)
         self._next.puts.pop(payload_id, None)
         self._next.outputs.pop(payload_id, None)
+        self._unsaved.discard(payload_id)
         self._next.deletes.add(payload_id)
         self._flush()
 
@@ -175,6 +200,26 @@ class SqliteStore(MemoryStore):
         await self._commit()
 
     # -- output -------------------------------------------------------------------------
+
+    async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
+        written = await super().append_output(payload_id, stream, data)
+        # Saved now and then while it runs, so a payload lost in a crash keeps most of it.
+        self._unsaved.add(payload_id)
+        if self._checkpoint_timer is None:
+            self._checkpoint_timer = asyncio.get_running_loop().call_later(
+                _CHECKPOINT_SECONDS, self._checkpoint
+            )
+        return written
+
+    def _checkpoint(self) -> None:
+        self._checkpoint_timer = None
+        for payload_id in self._unsaved:
+            output = self._output.get(payload_id)
+            record = self._records.get(payload_id)
+            if output is not None and record is not None and not record.terminal:
+                self._next.outputs[payload_id] = _Snapshot.of(output, ended=False)
+        self._unsaved.clear()
+        self._flush()
 
     async def _log(self, payload_id: str) -> OutputLog | None:
         live = await super()._log(payload_id)
@@ -235,9 +280,11 @@ class SqliteStore(MemoryStore):
         exc = done.exception()
         if exc is None:
             self._failure = None
-            for payload_id, output in batch.outputs.items():
-                # Now on disk: free the memory unless the payload was deleted and re-read.
-                if self._output.get(payload_id) is output:
+            for payload_id, snapshot in batch.outputs.items():
+                # Now on disk: an ended payload's log leaves memory (unless deleted since).
+                if snapshot.ended is None:
+                    log.debug("store: saved the output of payload %s so far", payload_id)
+                elif self._output.get(payload_id) is snapshot.ended:
                     del self._output[payload_id]
             if batch.committed is not None and not batch.committed.done():
                 batch.committed.set_result(None)
@@ -306,16 +353,16 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
             "UPDATE payloads SET status = ?, record = ? WHERE id = ?",
             [(r.status, _RECORDS.dump_json(r), r.id) for r in batch.puts.values()],
         )
-    for payload_id, output in batch.outputs.items():
+    for payload_id, snapshot in batch.outputs.items():
         _delete_output(conn, payload_id)
         conn.executemany(
             "INSERT INTO output_chunks (payload_id, stream, part, offset, coff, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [(payload_id, *row) for row in chunk_rows(output)],
+            [(payload_id, *row) for row in snapshot.chunks],
         )
         conn.executemany(
             "INSERT INTO output_streams (payload_id, stream, total) VALUES (?, ?, ?)",
-            [(payload_id, *row) for row in total_rows(output)],
+            [(payload_id, *row) for row in snapshot.totals],
         )
     for payload_id in batch.deletes:
         conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,))
