@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ import httpx
 T = TypeVar("T")
 
 PYTHON = sys.executable
-TERMINAL = ("finished", "cancelled", "timeout")
+TERMINAL = ("finished", "cancelled", "timeout", "lost")
+#: When set, servers started here keep their records in a new sqlite file in this directory.
+SQLITE_DIR_ENV = "PERICLES_TESTS_SQLITE_DIR"
 _STARTED = re.compile(r"Uvicorn running on (https?)://\S+:(\d+)")
 
 
@@ -207,6 +210,9 @@ def start_server(
     argv = [handler_serve(), *args]
     if "PERICLES_PORT" not in full_env and "--port" not in args:
         argv += ["--port", "0"]
+    sqlite_dir = full_env.pop(SQLITE_DIR_ENV, None)
+    if sqlite_dir and "PERICLES_STORE" not in full_env and "--store" not in args:
+        argv += ["--store", f"sqlite:///{Path(sqlite_dir) / uuid.uuid4().hex}.db"]
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

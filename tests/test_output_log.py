@@ -7,6 +7,9 @@ from hypothesis import strategies as st
 
 from pericles.store.output import STREAMS, OutputLog
 
+#: Pure unit tests: no server, so once is enough.
+STORES = ("memory",)
+
 writes_strategy = st.lists(
     st.tuples(st.sampled_from(STREAMS), st.binary(min_size=1, max_size=40)), max_size=40
 )

@@ -10,6 +10,7 @@
      +-- StillActive          the payload is pending or running (e.g. deleting without force)
      +-- StdinUnavailable     the payload's stdin is not an open pipe
      +-- ServiceUnavailable   the service is not taking work now (shutting down, full)
+          +-- StoreUnavailable the store cannot be opened, read or written
 
 Each layer turns foreign errors into these (`raise ... from exc`); `api.problems` alone maps
 them to HTTP.
@@ -78,3 +79,7 @@ class ServiceUnavailable(PericlesError):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The store cannot be used: a bad URL, a database that cannot be opened or written."""

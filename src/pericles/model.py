@@ -32,13 +32,15 @@ class Status(StrEnum):
     PAUSED = "paused"
     #: Killed at its wall-clock deadline or after too long without output (`timeout_reason`).
     TIMEOUT = "timeout"
+    #: It was running when its server died; found so at the next start (durable stores only).
+    LOST = "lost"
 
 
 TERMINAL: frozenset[Status] = frozenset(
-    {Status.FINISHED, Status.ERROR, Status.CANCELLED, Status.TIMEOUT}
+    {Status.FINISHED, Status.ERROR, Status.CANCELLED, Status.TIMEOUT, Status.LOST}
 )
 
-_ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT})
+_ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.LOST})
 
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -49,6 +51,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.ERROR: frozenset(),
     Status.CANCELLED: frozenset(),
     Status.TIMEOUT: frozenset(),
+    Status.LOST: frozenset(),
 }
 
 #: Signals a client may send to a running payload's process group, by name.
@@ -220,7 +223,7 @@ class Payload:
     status: Annotated[
         str,
         Field(
-            description="pending, working, paused, finished, timeout, cancelled, or "
+            description="pending, working, paused, finished, timeout, cancelled, lost, or "
             "error:start('<cmd>':<reason> (exactly so, with no closing parenthesis) when the "
             "command could not be started",
             examples=["finished", "error:start('/sbin/ping':No such file or directory"],

@@ -33,6 +33,7 @@ from pericles.feed import StatusFeed
 from pericles.lifecycle.caps import apply_caps
 from pericles.lifecycle.idempotency import IdempotencyKeys
 from pericles.lifecycle.queue import PendingQueue
+from pericles.lifecycle.recovery import by_end, spec_of
 from pericles.lifecycle.retention import Retention
 from pericles.metrics import Metrics
 from pericles.model import (
@@ -585,6 +586,52 @@ class Service:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self._arm_retention_timer()
+
+    # -- start: what an earlier server left in a durable store ----------------------------
+
+    async def recover(self) -> None:
+        """Take up the payloads a durable store kept; call once, before serving.
+
+        Pending payloads never ran: they queue again in their order. Working or paused ones
+        were running when the earlier server died: what is left of their process group is
+        killed (only in the same boot: after a reboot their pids mean other processes), and
+        they become `lost`. Ended ones count towards retention from when they ended.
+        """
+        boot = self._runner.host_boot()
+        same_boot = boot is not None and boot == await self._store.get_meta("boot_id")
+        if boot is not None:
+            await self._store.set_meta("boot_id", boot)
+        records = await self._store.list()
+        evict: builtins.list[str] = []
+        for payload_id, age in by_end(records, utcnow()):
+            evict += self._retention.add(payload_id, age)
+        await self._evict(evict)
+        for record in records:
+            if record.state is Status.PENDING:
+                await self._requeue(record)
+            elif record.state in (Status.WORKING, Status.PAUSED):
+                await self._lose(record, same_boot)
+        if records:
+            log.info("recovered %d payload(s): %d pending", len(records), len(self._queue))
+        self._arm_retention_timer()
+        self._schedule()
+
+    async def _requeue(self, record: Payload) -> None:
+        try:
+            spec = spec_of(record)
+        except InvalidSpec as exc:
+            await self._move(
+                record, Status.ERROR, status=start_error(record.cmd, str(exc)), finished_at=utcnow()
+            )
+            return
+        self._queue.push(record.id, spec.priority, (record, spec))
+
+    async def _lose(self, record: Payload, same_boot: bool) -> None:
+        if same_boot and record.pid is not None and record.started_at is not None:
+            killed = self._runner.kill_leftovers(record.pid, record.started_at.timestamp())
+            if killed:
+                log.warning("payload %s: killed %d leftover process(es)", record.id, killed)
+        await self._move(record, Status.LOST, finished_at=utcnow())
 
     # -- shutdown ------------------------------------------------------------------------
 

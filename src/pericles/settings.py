@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -20,6 +20,16 @@ def _default_max_running() -> int:
 
 
 Cap = Annotated[int | None, Field(ge=0)]
+
+#: The store URL schemes known; `pericles.store.open_store` maps each to its backend.
+STORE_SCHEMES = ("memory", "sqlite")
+
+
+def _store_url(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in STORE_SCHEMES:
+        raise ValueError("expected memory:// or sqlite:///PATH (sqlite:////abs/path.db)")
+    return url
 
 
 class Settings(BaseSettings):
@@ -35,6 +45,11 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535, description="Port to listen on (0: any free)")] = (
         8000
     )
+    store: Annotated[
+        str,
+        AfterValidator(_store_url),
+        Field(description="Where records live: memory://, or sqlite:////abs/path.db to keep them"),
+    ] = "memory://"
     max_output: Annotated[
         int, Field(ge=0, description="Bytes of output kept per stream (head and tail halves)")
     ] = MiB

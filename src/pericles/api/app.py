@@ -51,11 +51,13 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store("memory://", settings.max_output)
+        store = open_store(settings.store, settings.max_output)
+        await store.open()
         runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
         await runner.open()
         service = Service(settings, store, runner, metrics, policy)
         log_posture(policy, run_as)
+        await service.recover()
         metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
         app.state.service = service
         try:

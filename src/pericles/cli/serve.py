@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import logging.config
@@ -14,13 +15,30 @@ from pydantic_settings import CliApp
 
 from pericles.api.app import create_app
 from pericles.api.protocol import bounded_head_protocol
+from pericles.errors import StoreUnavailable
 from pericles.logs import log_config
 from pericles.policy import PolicyError
 from pericles.process import UnknownIdentity
 from pericles.settings import Settings
 from pericles.tokens import TokenConfigError, TokenSet, load_tokens
+from pericles.store import open_store
 
 log = logging.getLogger("pericles.cli")
+
+
+def check_store(settings: Settings) -> None:
+    """Open and close the store once before serving; raises `StoreUnavailable`.
+
+    The app opens it again in its lifespan, where a failure would reach the user as a
+    traceback from uvicorn: checking here turns a bad path into one clear line.
+    """
+
+    async def probe() -> None:
+        store = open_store(settings.store, settings.max_output)
+        await store.open()
+        await store.close()
+
+    asyncio.run(probe())
 
 
 class RefusedExposure(Exception):
@@ -107,4 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         warning = check_exposure(settings, tokens)
     except (TokenConfigError, RefusedExposure) as exc:
         raise _fail(str(exc)) from None
+    try:
+        check_store(settings)
+    except StoreUnavailable as exc:
+        print(f"handler-serve: cannot use the store {settings.store}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     serve(settings, tokens, warning)

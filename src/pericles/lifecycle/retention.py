@@ -20,9 +20,12 @@ class Retention:
     def __len__(self) -> int:
         return len(self._ended)
 
-    def add(self, payload_id: str) -> list[str]:
-        """Note that a payload ended; returns the ids to evict now."""
-        self._ended[payload_id] = time.monotonic()
+    def add(self, payload_id: str, age: float = 0.0) -> list[str]:
+        """Note that a payload ended `age` seconds ago; returns the ids to evict now.
+
+        Add payloads in the order they ended: expiry looks at the oldest first.
+        """
+        self._ended[payload_id] = time.monotonic() - max(age, 0.0)
         return self.due()
 
     def forget(self, payload_id: str) -> None:

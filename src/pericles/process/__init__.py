@@ -7,6 +7,7 @@ from pericles.process.child import Child, Exit, OutputSink
 from pericles.process.exe import DigestCache, Resolved, canonical, identify
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
+from pericles.process.orphans import boot_id, kill_group
 from pericles.process.reaper import become_subreaper, kill_strays
 from pericles.process.spawn import (
     DEFAULT_PATH,
@@ -34,10 +35,12 @@ __all__ = [
     "Stdio",
     "UnknownIdentity",
     "become_subreaper",
+    "boot_id",
     "canonical",
     "check_cwd",
     "identify",
     "is_root",
+    "kill_group",
     "kill_strays",
     "parse_run_as",
     "resolve_executable",

@@ -84,6 +84,15 @@ class Runner(abc.ABC):
         """Raise unless the runner can start payloads now."""
         return None
 
+    def host_boot(self) -> str | None:
+        """An id of the boot the processes run in, or None when not known."""
+        return None
+
+    def kill_leftovers(self, pid: int, started_after: float) -> int:
+        """Kill what remains of the process group `pid` of a payload an earlier server ran
+        (only its processes started at or after `started_after`, a Unix time); how many."""
+        return 0
+
     async def open(self) -> None:
         """Get ready to start payloads."""
         return None

@@ -101,6 +101,12 @@ class LocalRunner(Runner):
         if strays:
             log.warning("killed %d process(es) that escaped their payload's group", strays)
 
+    def host_boot(self) -> str | None:
+        return process.boot_id()
+
+    def kill_leftovers(self, pid: int, started_after: float) -> int:
+        return process.kill_group(pid, started_after)
+
     def check(self, spec: PayloadSpec) -> None:
         if spec.cwd is not None and (why := process.check_cwd(spec.cwd)) is not None:
             raise InvalidSpec(f"cwd: {why}")

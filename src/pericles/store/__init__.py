@@ -1,7 +1,9 @@
-"""Where records and their output live, chosen by URL: `memory://` (the default)."""
+"""Where records and their output live, chosen by URL: `memory://` (the default) or
+`sqlite:///path` (kept across restarts)."""
 
 from __future__ import annotations
 
+from pericles.errors import StoreUnavailable
 from pericles.store.base import ListQuery, Page, Store
 
 
@@ -12,7 +14,11 @@ def open_store(url: str, max_output: int) -> Store:
         from pericles.store.memory import MemoryStore
 
         return MemoryStore(max_output)
-    raise ValueError(f"unsupported store URL {url!r}: expected memory://")
+    if scheme == "sqlite":
+        from pericles.store.sqlite import SqliteStore
+
+        return SqliteStore(url, max_output)
+    raise StoreUnavailable(f"unsupported store URL {url!r}: expected memory:// or sqlite:///PATH")
 
 
 __all__ = ["ListQuery", "Page", "Store", "open_store"]

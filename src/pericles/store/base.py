@@ -94,6 +94,18 @@ class Store(abc.ABC):
     async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
         """Where each stream stands at `offset` of the combined output."""
 
+    async def open(self) -> None:
+        """Make the store ready (open files, load what it keeps); raises `StoreUnavailable`."""
+        return None
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value the server noted for its next start (e.g. the boot it ran in)."""
+        return None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Note a value for the next start; a store that keeps nothing forgets it."""
+        return None
+
     async def ping(self) -> None:
         """Raise unless the store can be read and written now."""
         return None

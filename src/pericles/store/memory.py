@@ -66,13 +66,17 @@ class MemoryStore(Store):
         log.append(stream, data)
         return log.streams[stream].total, log.streams[stream].dropped
 
-    def _log(self, payload_id: str) -> OutputLog | None:
+    async def _log(self, payload_id: str) -> OutputLog | None:
+        """The payload's output log, None when it wrote nothing; raises `PayloadNotFound`.
+
+        A hook: the sqlite store, which keeps only live logs in memory, reads others from disk.
+        """
         if payload_id not in self._records:
             raise PayloadNotFound(payload_id)
         return self._output.get(payload_id)
 
     async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
-        log = self._log(payload_id)
+        log = await self._log(payload_id)
         if log is None:
             return b"", 0
         if stream == "both":
@@ -82,11 +86,11 @@ class MemoryStore(Store):
     async def output_pieces(
         self, payload_id: str, positions: dict[str, int]
     ) -> builtins.list[Piece]:
-        log = self._log(payload_id)
+        log = await self._log(payload_id)
         return [] if log is None else log.pieces(positions)
 
     async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
-        log = self._log(payload_id)
+        log = await self._log(payload_id)
         if log is None:
             return dict.fromkeys(STREAMS, 0)
         return log.positions_at(offset)

@@ -1,0 +1,386 @@
+"""The sqlite store: records and ended payloads' output kept in one file, across restarts.
+
+Reads never touch the disk for records: like the memory store (whose index this class
+inherits) every record is held in memory, loaded once at `open()`; only the output of ended
+payloads is read back from the file, on demand. Writes go behind, to one database thread:
+
+- `add` returns once the record is committed, so a `201` is only ever answered for a record
+  that a crash of the server cannot take away;
+- later changes (`put`, `delete`) return at once and are committed in the next batch.
+  Whatever arrives while a batch commits makes up the next one (group commit), and several
+  changes to one record in a batch are written once. A crash loses at most the last batch:
+  changes to payloads that were running, which the next start records as `lost` anyway;
+- output is kept in memory (`OutputLog`) while a payload runs, saved every
+  `_CHECKPOINT_SECONDS` while it writes, and for good with its terminal record; then the
+  memory is freed and reads come from the file.
+
+The event loop never waits on SQLite: all database work runs on the one thread of
+`self._executor`, which also owns the connection (sqlite3 connections are not shared).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from pydantic import TypeAdapter
+
+from pericles.errors import StoreUnavailable
+from pericles.model import Payload
+from pericles.store.memory import MemoryStore
+from pericles.store.output import OutputLog
+from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, total_rows
+from pericles.store.sqlite_schema import SqliteUrl, connect
+
+log = logging.getLogger("pericles.store")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+_RECORDS = TypeAdapter(Payload)
+#: Restored output logs of ended payloads kept in memory for readers that come back.
+_RESTORED_CACHE = 32
+#: Free pages (4 KiB each) past which deleting records gives space back to the file system.
+_VACUUM_PAGES = 256
+#: Seconds before a batch that failed is tried again.
+_RETRY_DELAY = 1.0
+#: Seconds between saves of running payloads' output: what a crash may lose of it.
+_CHECKPOINT_SECONDS = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A payload's kept output as rows, copied on the event loop while the log may change."""
+
+    chunks: list[ChunkRow]
+    totals: list[TotalRow]
+    #: The log of an ended payload: it changes no more, and is freed once written.
+    ended: OutputLog | None = None
+
+    @classmethod
+    def of(cls, log: OutputLog, ended: bool) -> _Snapshot:
+        return cls(chunk_rows(log), total_rows(log), log if ended else None)
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Changes to commit in one transaction; applied as adds, puts, outputs, then deletes.
+
+    That order gives the same end state as the calls' own order: a record is added before
+    anything else can name it, and a delete wipes whatever a put or output wrote before it.
+    """
+
+    adds: dict[str, Payload] = dataclasses.field(default_factory=dict)
+    puts: dict[str, Payload] = dataclasses.field(default_factory=dict)
+    outputs: dict[str, _Snapshot] = dataclasses.field(default_factory=dict)
+    deletes: set[str] = dataclasses.field(default_factory=set)
+    meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Resolved once the batch is committed: awaited by `add` and `set_meta`.
+    committed: asyncio.Future[None] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.adds or self.puts or self.outputs or self.deletes or self.meta)
+
+
+class SqliteStore(MemoryStore):
+    def __init__(self, url: str, max_output: int) -> None:
+        super().__init__(max_output)
+        self._url = SqliteUrl.parse(url)
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._meta: dict[str, str] = {}
+        self._next = _Batch()
+        self._writing: asyncio.Future[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._failure: str | None = None
+        self._restored: collections.OrderedDict[str, OutputLog] = collections.OrderedDict()
+        #: Running payloads that wrote output since the last checkpoint.
+        self._unsaved: set[str] = set()
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+
+    # -- opening and closing ------------------------------------------------------------
+
+    async def open(self) -> None:
+        records, meta = await self._on_thread(self._open)
+        self._records = {record.id: record for record in records}
+        self._meta = meta
+        log.info("store: %d records in %s", len(records), self._url.path)
+
+    def _open(self) -> tuple[list[Payload], dict[str, str]]:
+        self._conn = connect(self._url)
+        try:
+            rows = self._conn.execute("SELECT record FROM payloads ORDER BY seq").fetchall()
+            records = [_RECORDS.validate_json(row[0]) for row in rows]
+            meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        except (sqlite3.Error, ValueError) as exc:
+            self._conn.close()
+            self._conn = None
+            raise StoreUnavailable(f"{self._url.path}: cannot read its records: {exc}") from exc
+        return records, meta
+
+    async def close(self) -> None:
+        """Commit what is waiting, then close the file."""
+        for timer in (self._retry, self._checkpoint_timer):
+            if timer is not None:
+                timer.cancel()
+        self._retry = self._checkpoint_timer = None
+        while self._writing is not None or self._next:
+            if self._writing is None:
+                self._flush()
+            if self._writing is not None:
+                await asyncio.wait({self._writing})
+            if self._failure is not None:
+                log.error("store: closing with changes not written: %s", self._failure)
+                break
+        if self._retry is not None:  # armed by a failed last write: nothing runs after close
+            self._retry.cancel()
+            self._retry = None
+        await self._on_thread(self._close)
+        self._executor.shutdown()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def ping(self) -> None:
+        if self._conn is None:
+            raise StoreUnavailable(f"{self._url.path} is not open")
+        if self._failure is not None:
+            raise StoreUnavailable(self._failure)
+
+    # -- records ------------------------------------------------------------------------
+
+    async def add(self, record: Payload) -> None:
+        await super().add(record)
+        self._next.adds[record.id] = record
+        try:
+            await self._commit()
+        except StoreUnavailable:
+            # Not on disk: forget it here too. (A cancelled wait leaves it: it is written.)
+            self._records.pop(record.id, None)
+            raise
+
+    async def put(self, record: Payload) -> None:
+        await super().put(record)
+        if record.id in self._next.adds:  # not written yet: write the latest once
+            self._next.adds[record.id] = record
+        else:
+            self._next.puts[record.id] = record
+        # An ended payload's output never changes again: keep it with the record.
+        output = self._output.get(record.id)
+        if record.terminal and output is not None:
+            self._unsaved.discard(record.id)
+            self._next.outputs[record.id] = _Snapshot.of(output, ended=True)
+        self._flush()
+
+    async def delete(self, payload_id: str) -> None:
+        await super().delete(payload_id)
+        self._restored.pop(payload_id, None)
+        self._next.adds.pop(payload_id, None)
+        self._next.puts.pop(payload_id, None)
+        self._next.outputs.pop(payload_id, None)
+        self._unsaved.discard(payload_id)
+        self._next.deletes.add(payload_id)
+        self._flush()
+
+    async def get_meta(self, key: str) -> str | None:
+        return self._meta.get(key)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+        self._next.meta[key] = value
+        await self._commit()
+
+    # -- output -------------------------------------------------------------------------
+
+    async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
+        written = await super().append_output(payload_id, stream, data)
+        # Saved now and then while it runs, so a payload lost in a crash keeps most of it.
+        self._unsaved.add(payload_id)
+        if self._checkpoint_timer is None:
+            self._checkpoint_timer = asyncio.get_running_loop().call_later(
+                _CHECKPOINT_SECONDS, self._checkpoint
+            )
+        return written
+
+    def _checkpoint(self) -> None:
+        self._checkpoint_timer = None
+        for payload_id in self._unsaved:
+            output = self._output.get(payload_id)
+            record = self._records.get(payload_id)
+            if output is not None and record is not None and not record.terminal:
+                self._next.outputs[payload_id] = _Snapshot.of(output, ended=False)
+        self._unsaved.clear()
+        self._flush()
+
+    async def _log(self, payload_id: str) -> OutputLog | None:
+        live = await super()._log(payload_id)
+        if live is not None:
+            return live
+        record = self._records[payload_id]
+        if not record.stdout_bytes and not record.stderr_bytes:
+            return None
+        cached = self._restored.get(payload_id)
+        if cached is not None:
+            self._restored.move_to_end(payload_id)
+            return cached
+        # Only ended payloads' logs leave memory, and only once committed: the rows are there.
+        chunks, totals = await self._on_thread(self._read_output, payload_id)
+        if payload_id not in self._records:  # deleted while we read
+            return None
+        restored = restore(self._max_output, chunks, totals)
+        self._restored[payload_id] = restored
+        if len(self._restored) > _RESTORED_CACHE:
+            self._restored.popitem(last=False)
+        return restored
+
+    def _read_output(self, payload_id: str) -> tuple[list[ChunkRow], list[TotalRow]]:
+        conn = self._connection()
+        chunks = conn.execute(
+            "SELECT stream, part, offset, coff, data FROM output_chunks WHERE payload_id = ?",
+            (payload_id,),
+        ).fetchall()
+        totals = conn.execute(
+            "SELECT stream, total FROM output_streams WHERE payload_id = ?", (payload_id,)
+        ).fetchall()
+        return chunks, totals
+
+    # -- group commit -------------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        """Wait until the batch being gathered now is committed."""
+        batch = self._next
+        if batch.committed is None:
+            batch.committed = asyncio.get_running_loop().create_future()
+        waiter = batch.committed
+        self._flush()
+        # Shielded: a client that goes away must not cancel a commit other adds wait on.
+        await asyncio.shield(waiter)
+
+    def _flush(self) -> None:
+        """Start writing the gathered batch, unless a write is under way: its end starts it."""
+        if self._writing is not None or self._retry is not None or not self._next:
+            return
+        batch, self._next = self._next, _Batch()
+        self._writing = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._write, batch
+        )
+        self._writing.add_done_callback(functools.partial(self._written, batch))
+
+    def _written(self, batch: _Batch, done: asyncio.Future[None]) -> None:
+        self._writing = None
+        exc = done.exception()
+        if exc is None:
+            self._failure = None
+            for payload_id, snapshot in batch.outputs.items():
+                # Now on disk: an ended payload's log leaves memory (unless deleted since).
+                if snapshot.ended is None:
+                    log.debug("store: saved the output of payload %s so far", payload_id)
+                elif self._output.get(payload_id) is snapshot.ended:
+                    del self._output[payload_id]
+            if batch.committed is not None and not batch.committed.done():
+                batch.committed.set_result(None)
+            self._flush()
+            return
+        self._failure = f"{self._url.path}: {exc}"
+        log.error("store: a write failed, retrying in %.0fs: %s", _RETRY_DELAY, self._failure)
+        if batch.committed is not None and not batch.committed.done():
+            batch.committed.set_exception(StoreUnavailable(self._failure))
+        self._requeue(batch)
+        self._retry = asyncio.get_running_loop().call_later(_RETRY_DELAY, self._retry_flush)
+
+    def _requeue(self, batch: _Batch) -> None:
+        """Put a failed batch's changes back, under the newer ones; its adds were refused."""
+        later = self._next
+        for payload_id, record in batch.puts.items():
+            if payload_id in self._records and payload_id not in later.puts:
+                later.puts[payload_id] = record
+        for payload_id, output in batch.outputs.items():
+            if payload_id in self._records:
+                later.outputs.setdefault(payload_id, output)
+        later.deletes |= batch.deletes
+        for key, value in batch.meta.items():
+            later.meta.setdefault(key, value)
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self._flush()
+
+    # -- on the database thread ---------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreUnavailable(f"{self._url.path} is not open")
+        return self._conn
+
+    def _write(self, batch: _Batch) -> None:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+            try:
+                _apply(conn, batch)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if batch.deletes:
+                _vacuum(conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def _on_thread(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        call = functools.partial(func, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
+    if batch.adds:
+        conn.executemany(
+            "INSERT INTO payloads (id, status, record) VALUES (?, ?, ?)",
+            [(r.id, r.status, _RECORDS.dump_json(r)) for r in batch.adds.values()],
+        )
+    if batch.puts:
+        conn.executemany(
+            "UPDATE payloads SET status = ?, record = ? WHERE id = ?",
+            [(r.status, _RECORDS.dump_json(r), r.id) for r in batch.puts.values()],
+        )
+    for payload_id, snapshot in batch.outputs.items():
+        _delete_output(conn, payload_id)
+        conn.executemany(
+            "INSERT INTO output_chunks (payload_id, stream, part, offset, coff, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(payload_id, *row) for row in snapshot.chunks],
+        )
+        conn.executemany(
+            "INSERT INTO output_streams (payload_id, stream, total) VALUES (?, ?, ?)",
+            [(payload_id, *row) for row in snapshot.totals],
+        )
+    for payload_id in batch.deletes:
+        conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,))
+        _delete_output(conn, payload_id)
+    if batch.meta:
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", batch.meta.items()
+        )
+
+
+def _vacuum(conn: sqlite3.Connection) -> None:
+    """Give freed pages back to the file system once there are enough of them to matter."""
+    if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _VACUUM_PAGES:
+        # Each step of this pragma frees one page, and execute() steps a statement without
+        # result rows once: executescript() runs it to the end (no transaction is open here).
+        conn.executescript("PRAGMA incremental_vacuum;")
+
+
+def _delete_output(conn: sqlite3.Connection, payload_id: str) -> None:
+    conn.execute("DELETE FROM output_chunks WHERE payload_id = ?", (payload_id,))
+    conn.execute("DELETE FROM output_streams WHERE payload_id = ?", (payload_id,))

@@ -1,0 +1,126 @@
+"""The sqlite store below the API: output snapshots, reopening, schema versions, URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pericles.errors import PayloadNotFound, StoreUnavailable
+from pericles.model import Payload, PayloadSpec, new_id, utcnow
+from pericles.store import ListQuery, open_store
+from pericles.store.output import STREAMS, OutputLog
+from pericles.store.snapshot import chunk_rows, restore, total_rows
+from pericles.store.sqlite_schema import SCHEMA_VERSION, SqliteUrl
+
+#: No server here: once is enough.
+STORES = ("sqlite",)
+
+writes_strategy = st.lists(
+    st.tuples(st.sampled_from(STREAMS), st.binary(min_size=1, max_size=40)), max_size=40
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 64), writes_strategy, st.integers(0, 100))
+def test_a_restored_log_reads_as_the_live_one(
+    limit: int, writes: list[tuple[str, bytes]], offset: int
+) -> None:
+    live = OutputLog(limit)
+    for stream, data in writes:
+        live.append(stream, data)
+    restored = restore(limit, reversed(chunk_rows(live)), total_rows(live))
+    assert restored.read_both(offset) == live.read_both(offset)
+    assert restored.positions_at(offset) == live.positions_at(offset)
+    for name in STREAMS:
+        assert restored.read(name, offset) == live.read(name, offset)
+        assert restored.streams[name].dropped == live.streams[name].dropped
+
+
+def record(*params: str) -> Payload:
+    return Payload.from_spec(PayloadSpec(cmd="/bin/echo", params=list(params)), new_id(), utcnow())
+
+
+async def reopened(url: str) -> list[Payload]:
+    store = open_store(url, 100)
+    await store.open()
+    try:
+        return await store.list()
+    finally:
+        await store.close()
+
+
+def test_changes_are_kept_in_order_across_a_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+
+    async def scenario() -> list[Payload]:
+        store = open_store(url, 100)
+        await store.open()
+        records = [record(str(n)) for n in range(20)]
+        await asyncio.gather(*(store.add(r) for r in records))
+        # Several changes to one record before a commit: the last one is what is kept.
+        for n in range(5):
+            await store.put(dataclasses.replace(records[3], stdout_bytes=n))
+        await store.delete(records[0].id)
+        with pytest.raises(PayloadNotFound):
+            await store.delete(records[0].id)
+        await store.close()
+        return records[1:]
+
+    expected = asyncio.run(scenario())
+    expected[2] = dataclasses.replace(expected[2], stdout_bytes=4)
+    assert asyncio.run(reopened(url)) == expected
+
+
+def test_queries_page_through_what_was_reopened(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+
+    async def fill_and_query() -> list[str]:
+        store = open_store(url, 100)
+        await store.open()
+        for n in range(5):
+            await store.add(record(str(n)))
+        await store.close()
+        store = open_store(url, 100)
+        await store.open()
+        page = await store.query(ListQuery(limit=2, descending=True))
+        await store.close()
+        return [r.params[0] for r in page.records]
+
+    assert asyncio.run(fill_and_query()) == ["4", "3"]
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    asyncio.run(reopened(f"sqlite:///{db}"))
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="newer than this Pericles knows"):
+        asyncio.run(reopened(f"sqlite:///{db}"))
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "synchronous"),
+    [
+        ("sqlite:////var/lib/pericles/p.db", "/var/lib/pericles/p.db", "NORMAL"),
+        ("sqlite:///p.db", "p.db", "NORMAL"),
+        ("sqlite:////p.db?synchronous=full", "/p.db", "FULL"),
+    ],
+)
+def test_urls(url: str, path: str, synchronous: str) -> None:
+    assert SqliteUrl.parse(url) == SqliteUrl(path, synchronous)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "sqlite://host/p.db", "sqlite:///p.db?mode=x"]
+)
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(StoreUnavailable):
+        SqliteUrl.parse(url)
