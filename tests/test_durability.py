@@ -216,3 +216,33 @@ def test_a_second_server_cannot_share_the_file(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "database is locked" in result.stderr
+
+
+def test_a_queued_payload_with_secrets_does_not_start_without_them(tmp_path: Path) -> None:
+    db = tmp_path / "pericles.db"
+    args = store_args(db, "--max-running", "1")
+    server = start_server(*args)
+    try:
+        with server.client() as client:
+            blocker = post(client, "/bin/sleep", "300")
+            wait_for_status(client, blocker["id"], "working")
+            response = client.post(
+                "/payloads",
+                json={
+                    "cmd": "/bin/sh",
+                    "params": ["-c", 'echo "$TOKEN"'],
+                    "secret_env": {"TOKEN": "s3cret-value"},
+                },
+            )
+            assert response.status_code == 201, response.text
+            queued = response.json()
+            assert queued["status"] == "pending"
+            assert queued["secret_env_names"] == ["TOKEN"]
+        kill_9(server)
+    finally:
+        server.stop()
+    with running_server(*args) as again, again.client() as client:
+        done = wait_for_status(client, queued["id"])
+        reason = "its secret_env values are not kept across a restart"
+        assert done["status"] == f"error:start('/bin/sh':{reason}"
+        assert "s3cret-value" not in db.read_bytes().decode("latin-1")

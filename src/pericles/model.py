@@ -278,6 +278,10 @@ class Payload:
     created_by: Annotated[
         str | None, Field(description="Name of the token that created it; null without auth")
     ] = None
+    secret_env_names: Annotated[
+        list[str] | None,
+        Field(description="Names of its secret_env variables; their values are never kept"),
+    ] = None
 
     @property
     def state(self) -> Status:
@@ -312,6 +316,7 @@ class Payload:
             labels=spec.labels,
             priority=spec.priority,
             created_by=created_by,
+            secret_env_names=sorted(spec.secret_env) if spec.secret_env else None,
         )
 
 

@@ -617,6 +617,13 @@ class Service:
         self._schedule()
 
     async def _requeue(self, record: Payload) -> None:
+        if record.secret_env_names:
+            # Secret values live only in the memory of the server that took them.
+            reason = "its secret_env values are not kept across a restart"
+            await self._move(
+                record, Status.ERROR, status=start_error(record.cmd, reason), finished_at=utcnow()
+            )
+            return
         try:
             spec = spec_of(record)
         except InvalidSpec as exc:

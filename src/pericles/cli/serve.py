@@ -20,8 +20,8 @@ from pericles.logs import log_config
 from pericles.policy import PolicyError
 from pericles.process import UnknownIdentity
 from pericles.settings import Settings
-from pericles.tokens import TokenConfigError, TokenSet, load_tokens
 from pericles.store import open_store
+from pericles.tokens import TokenConfigError, TokenSet, load_tokens
 
 log = logging.getLogger("pericles.cli")
 
