@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -144,3 +145,16 @@ def test_openapi_document_is_valid_and_live_answers_match_it(
     jsonschema.validate(refused.json(), _resolve(document, problem_schema))
     missing = client.get("/payloads/0d111286d6fb4f7ebd7464082bada101")
     jsonschema.validate(missing.json(), _resolve(document, problem_schema))
+
+
+def test_readyz_reports_a_broken_store(tmp_path: Path) -> None:
+    db = tmp_path / "pericles.db"
+    with running_server("--store", f"sqlite:///{db}") as server, server.client() as client:
+        assert client.get("/readyz").status_code == 200
+        # Writes would go on into a file no restart opens: not ready, and says why.
+        db.rename(tmp_path / "moved-away.db")
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "removed or replaced" in response.json()["detail"]
+        assert client.get("/healthz").status_code == 200

@@ -26,6 +26,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -104,6 +105,8 @@ class SqliteStore(MemoryStore):
         #: Running payloads that wrote output since the last checkpoint.
         self._unsaved: set[str] = set()
         self._checkpoint_timer: asyncio.TimerHandle | None = None
+        #: (st_dev, st_ino) of the file opened, to notice it being removed or replaced.
+        self._identity: tuple[int, int] | None = None
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -123,7 +126,15 @@ class SqliteStore(MemoryStore):
             self._conn.close()
             self._conn = None
             raise StoreUnavailable(f"{self._url.path}: cannot read its records: {exc}") from exc
+        self._identity = self._file_identity()
         return records, meta
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._url.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     async def close(self) -> None:
         """Commit what is waiting, then close the file."""
@@ -155,6 +166,19 @@ class SqliteStore(MemoryStore):
             raise StoreUnavailable(f"{self._url.path} is not open")
         if self._failure is not None:
             raise StoreUnavailable(self._failure)
+        # Writes to a removed or replaced file still succeed, into a file no restart will
+        # open: everything from then on would be lost. Say so while it can be acted on.
+        if self._identity is not None and self._file_identity() != self._identity:
+            raise StoreUnavailable(f"{self._url.path} was removed or replaced since it was opened")
+        await self._on_thread(self._select_one)
+
+    def _select_one(self) -> None:
+        if self._conn is None:
+            raise StoreUnavailable(f"{self._url.path} is not open")
+        try:
+            self._conn.execute("SELECT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self._url.path}: {exc}") from exc
 
     # -- records ------------------------------------------------------------------------
 
