@@ -134,7 +134,10 @@ async def one_server(args: argparse.Namespace, name: str, figures: Figures) -> N
     with ServerProcess(f"{name}/hello", factory("hello_app:app")).start() as server:
         hello = await measure_hello(args, server)
     figures.add("hello GET/s", hello.rate)
-    say(f"  {name:17} hello GET  {hello.rate:7.0f}/s   {hello.cpu_summary()}")
+    say(
+        f"  {name:17} hello GET  {hello.rate:7.0f}/s   {hello.per_server_cpu:5.0f}/server CPU-s;"
+        f" {hello.cpu_summary()}"
+    )
     with ServerProcess(f"{name}/pericles", factory("pericles_app:app")).start() as server:
         posts, e2e, gets = await measure_pericles(args, server)
     figures.add("POST/s", posts.rate)
@@ -142,7 +145,10 @@ async def one_server(args: argparse.Namespace, name: str, figures: Figures) -> N
     figures.add("GET id/s", gets.rate)
     say(f"  {name:17} POST       {posts.rate:7.0f}/s   {posts.cpu_summary()}")
     say(f"  {name:17} POST e2e   {e2e:7.0f}/s   (from first POST until all finished)")
-    say(f"  {name:17} GET id     {gets.rate:7.0f}/s   {gets.cpu_summary()}")
+    say(
+        f"  {name:17} GET id     {gets.rate:7.0f}/s   {gets.per_server_cpu:5.0f}/server CPU-s;"
+        f" {gets.cpu_summary()}"
+    )
 
 
 def report(names: Sequence[str], results: dict[str, Figures], baseline: str) -> None:

@@ -41,6 +41,11 @@ def handler_serve_argv() -> list[str]:
     return [str(VENV_BIN / "handler-serve"), "--port", "0"]
 
 
+def hello_serve_argv() -> list[str]:
+    """The hello app behind `handler-serve`'s own entry point: same uvicorn config and logging."""
+    return [sys.executable, str(BENCH_DIR / "hello_serve.py"), "--port", "0"]
+
+
 def uvicorn_argv(target: str, *, access_log: bool = True) -> list[str]:
     """uvicorn with the options `handler-serve` passes (see `pericles.cli.serve`)."""
     argv = [

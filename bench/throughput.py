@@ -5,8 +5,8 @@ Run from the project root: `.venv/bin/python bench/throughput.py` (`--help` for 
 1. End-to-end: `/bin/true` payloads created by concurrent keep-alive clients, timed from the
    first POST until every record is terminal, against the rate at which Python alone can
    spawn and reap `/bin/true` (`os.posix_spawn` + `os.waitpid`, one at a time).
-2. `GET /payloads/{id}` requests/s against a hello route on the same stack (FastAPI, uvicorn,
-   uvloop, httptools, the same options as `handler-serve`).
+2. `GET /payloads/{id}` requests/s against a hello route on the same stack: FastAPI under
+   `handler-serve`'s own entry point (uvicorn, uvloop, httptools, its logging), another app.
 3. Server RSS per finished record, from VmRSS before and after creating many payloads.
 
 The client runs in this process, on the same cores as the server: it uses a minimal HTTP/1.1
@@ -41,13 +41,14 @@ from loadgen import (
     is_terminal,
     list_records,
     wait_all_terminal,
+    wait_none_active,
 )
 from serverproc import (
     ServerProcess,
     children,
     handler_serve_argv,
+    hello_serve_argv,
     rss_bytes,
-    uvicorn_argv,
 )
 
 TRUE = "/bin/true"
@@ -173,7 +174,7 @@ def report_e2e(
     )
     say(f"  statuses: {count_statuses(list(timed.values()))}")
     say(
-        f"  all terminal (seen by polling GET /payloads) after {elapsed:.2f}s;"
+        f"  none active (polled) after {elapsed:.2f}s;"
         f" last finished_at after {last_finish - wall_start:.2f}s ({by_finish:.0f}/s)"
     )
     return rate
@@ -220,10 +221,15 @@ async def bench_get(
 
     ours = await measure_gets(args, server.port, server.pid, get_one)
     say(f"  GET /payloads/{{id}}: {ours.ok} in {ours.elapsed:.2f}s; {ours.cpu_summary()}")
-    with ServerProcess("hello", uvicorn_argv("hello_app:app")).start() as hello:
+    with ServerProcess("hello", hello_serve_argv()).start() as hello:
         base = await measure_gets(args, hello.port, hello.pid, get_hello)
     say(f"  GET /hello (hello_app): {base.ok} in {base.elapsed:.2f}s; {base.cpu_summary()}")
     ratio = ours.rate / base.rate
+    per_cpu = ours.per_server_cpu / base.per_server_cpu if base.per_server_cpu else 0.0
+    say(
+        f"  per server CPU second: {ours.per_server_cpu:.0f} vs {base.per_server_cpu:.0f},"
+        f" ratio {per_cpu:.2f} (steadier when other processes share the cores)"
+    )
     outcomes.append(
         say(
             f"GET /payloads/{{id}}: {ours.rate:.0f} req/s  hello: {base.rate:.0f} req/s"
@@ -284,13 +290,13 @@ async def rss_when_all_terminal(
     requester: Requester, pid: int, expected: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """VmRSS once every payload has ended, read before the (large) listing that checks it."""
-    for _ in range(20):
+    for _ in range(10):
+        await wait_none_active(requester, within=600)
         await settle(pid, within=60)
         after = rss_bytes(pid)
         records = await list_records(requester)
         if len(records) >= expected and all(is_terminal(r["status"]) for r in records):
             return after, records
-        await asyncio.sleep(0.5)
     raise TimeoutError("payloads still not terminal")
 
 
@@ -303,7 +309,7 @@ async def client_check(args: argparse.Namespace) -> None:
     def get_hello(_: int) -> tuple[str, str, None]:
         return "GET", "/hello", None
 
-    with ServerProcess("hello", uvicorn_argv("hello_app:app")).start() as hello:
+    with ServerProcess("hello", hello_serve_argv()).start() as hello:
         for kind in CLIENT_KINDS:
             async with connections(kind, hello.port, args.clients) as conns:
                 await drive(conns, get_hello, count=10_000_000, seconds=0.5)
