@@ -53,7 +53,12 @@ class RedactQuerySecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+        if (
+            isinstance(args, tuple)
+            and len(args) == 5
+            and isinstance(args[2], str)
+            and "?" in args[2]
+        ):
             path = _SECRET_PARAM.sub(r"\1[redacted]", args[2])
             record.args = (*args[:2], path, *args[3:])
         return True

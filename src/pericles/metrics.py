@@ -57,8 +57,9 @@ class Metrics:
             ["route"],
             registry=r,
         )
-        for stream in ("stdout", "stderr"):
-            self.output_bytes.labels(stream)
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+        self._output_children = {s: self.output_bytes.labels(s) for s in ("stdout", "stderr")}
 
     def track_counts(self, running: Callable[[], int], pending: Callable[[], int]) -> None:
         """Read the gauges from the service at scrape time: they can never drift."""
@@ -83,8 +84,19 @@ class Metrics:
             )
 
     def output(self, stream: str, size: int) -> None:
-        self.output_bytes.labels(stream).inc(size)
+        self._output_children[stream].inc(size)
 
     def request(self, route: str, method: str, code: int, seconds: float) -> None:
-        self.http_requests.labels(route, method, str(code)).inc()
-        self.http_duration.labels(route).observe(seconds)
+        # labels() builds and locks on every call; the few label sets a server sees are
+        # looked up once and kept (routes are templates, so the set stays small).
+        key = (route, method, code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.http_requests.labels(
+                route, method, str(code)
+            )
+        counter.inc()
+        histogram = self._duration_children.get(route)
+        if histogram is None:
+            histogram = self._duration_children[route] = self.http_duration.labels(route)
+        histogram.observe(seconds)

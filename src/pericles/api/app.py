@@ -15,6 +15,7 @@ from pericles import __version__, process
 from pericles import policy as command_policy
 from pericles.api import check, control, events, operations, output, payloads, problems
 from pericles.api.auth import AUTH_RESPONSES, authorize
+from pericles.api.render import RenderCache
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
 from pericles.posture import log_posture
@@ -76,6 +77,7 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.rendered = RenderCache()
     app.state.tokens = tokens
     problems.install(app)
     # Without tokens nothing is checked, and the OpenAPI document says so by naming no

@@ -42,7 +42,9 @@ def _challenge(error: str | None = None) -> dict[str, str]:
     return {"WWW-Authenticate": value}
 
 
-def authorize(
+# The dependencies are `async def` although they never await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per request that costs more than the check.
+async def authorize(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Token | None:
@@ -71,7 +73,7 @@ def authorize(
     return token
 
 
-def caller(request: Request) -> str | None:
+async def caller(request: Request) -> str | None:
     """The name of the token that authorized this request; None when auth is off."""
     token: Token | None = getattr(request.state, "token", None)
     return token.name if token is not None else None

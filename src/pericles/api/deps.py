@@ -10,14 +10,16 @@ from pericles.service import Service
 from pericles.settings import Settings
 
 
-def _service(request: Request) -> Service:
+# `async def` although they never await: FastAPI runs a plain `def` dependency in its
+# thread pool, and that hop costs more than the whole lookup (measured: +57% GET req/s).
+async def _service(request: Request) -> Service:
     service: Service | None = getattr(request.app.state, "service", None)
     if service is None:
         raise RuntimeError("the app's lifespan has not started: no service yet")
     return service
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

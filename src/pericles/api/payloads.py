@@ -13,7 +13,7 @@ from starlette.responses import Response
 from pericles.api.auth import CallerDep
 from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem
-from pericles.api.render import JSONResponse
+from pericles.api.render import JSONResponse, RenderCache
 from pericles.model import Payload, PayloadSpec, Status
 from pericles.settings import Settings
 from pericles.store import ListQuery
@@ -223,6 +223,7 @@ MAX_WAIT = 300.0
 
 @router.get("/payloads/{payload_id}", response_model=Payload, summary="One payload")
 async def get_payload(
+    request: Request,
     payload_id: str,
     service: ServiceDep,
     wait: Annotated[
@@ -234,6 +235,6 @@ async def get_payload(
         ),
     ] = None,
 ) -> Response:
-    if wait is None:
-        return JSONResponse(await service.get(payload_id))
-    return JSONResponse(await service.wait(payload_id, wait))
+    record = await (service.get(payload_id) if wait is None else service.wait(payload_id, wait))
+    cache: RenderCache = request.app.state.rendered
+    return Response(cache.render(record.id, record), media_type="application/json")

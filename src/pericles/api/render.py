@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
+from collections import OrderedDict
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
 _OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
-# Two spaces after anything but a space or newline: a double space inside a string.
-_INNER_DOUBLE_SPACE = re.compile(rb"[^ \n]  ")
 
 
 def _widen(line: bytes) -> bytes:
@@ -21,13 +19,39 @@ def dumps(value: Any) -> bytes:
     """`value` as JSON with four-space indents, like Python's `json.dumps(indent=4)`.
 
     orjson only indents by two, and is some 30 times faster than the json module, so we
-    let it write two and double them. When no string holds a double space, every double
-    space is indentation and one replace does it.
+    let it write two and double them. Compact JSON has spaces only inside strings: when it
+    holds no double space, every double space of the indented form is indentation, and one
+    replace does it (measured 4.8 us against 21.6 us with a regular expression).
     """
     text = orjson.dumps(value, option=_OPTIONS)
-    if _INNER_DOUBLE_SPACE.search(text) is None:
+    if b"  " not in orjson.dumps(value, option=orjson.OPT_UTC_Z):
         return text.replace(b"  ", b"    ")
     return b"\n".join([_widen(line) for line in text.split(b"\n")])
+
+
+class RenderCache:
+    """The rendered bytes of recently read records, reused while the record is unchanged.
+
+    Records are immutable and a change makes a new object, so the cached bytes are valid
+    exactly while the store still hands out the same object. Bounded: least recently used
+    entries go first.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[object, bytes]] = OrderedDict()
+
+    def render(self, key: str, record: object) -> bytes:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is record:
+            self._entries.move_to_end(key)
+            return entry[1]
+        body = dumps(record)
+        self._entries[key] = (record, body)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return body
 
 
 class JSONResponse(Response):
