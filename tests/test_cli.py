@@ -243,10 +243,24 @@ def test_ls_is_a_plain_table_when_piped(server: Server, client: httpx.Client) ->
     assert "/bin/echo 'two words'" in row
 
 
-def test_logs_follows_until_the_end(server: Server, client: httpx.Client) -> None:
-    payload_id = create(client, "/bin/sh", "-c", "echo a; echo b >&2; sleep 0.2; echo c")["id"]
-    both = pericles(server, "logs", "-f", payload_id)
-    assert (both.returncode, both.stdout) == (0, "a\nb\nc\n")
+def test_logs_follows_until_the_end(server: Server, client: httpx.Client, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    script = 'echo a; echo b >&2; read x < "$0"; echo c'
+    payload_id = create(client, "/bin/sh", "-c", script, str(gate))["id"]
+    follower = start(server, "logs", "-f", payload_id, stdout=subprocess.PIPE)
+    try:
+        assert follower.stdout is not None
+        # Both lines arrive while the payload still waits at its gate: followed, not replayed.
+        assert [follower.stdout.readline(), follower.stdout.readline()] == ["a\n", "b\n"]
+        assert client.get(f"/payloads/{payload_id}").json()["status"] == "working"
+        release(gate)
+        rest, _ = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert (follower.returncode, rest) == (0, "c\n")
     errors = pericles(server, "logs", "--stderr", payload_id)
     assert errors.stdout == "b\n"
 

@@ -127,8 +127,12 @@ def test_cancel_a_paused_payload(client: httpx.Client) -> None:
 
 
 def test_a_signal_reaches_the_group(client: httpx.Client) -> None:
-    record = post(client, "/bin/sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.05; done")
-    wait_for_status(client, record["id"], "working")
+    # `wait` returns as soon as a trapped signal arrives; the sleep in the group dies of it.
+    script = "trap 'exit 42' USR1; echo ready; sleep 300 & wait"
+    record = post(client, "/bin/sh", "-c", script)
+    # Signalled before its trap is set, the shell would die of USR1 instead.
+    output = f"/payloads/{record['id']}/output"
+    wait_until(lambda: client.get(output).text == "ready\n", 10, "the trap to be set")
     response = client.post(f"/payloads/{record['id']}/signal", json={"signal": "SIGUSR1"})
     assert response.status_code == 200
     assert wait_for_status(client, record["id"])["exit_code"] == 42

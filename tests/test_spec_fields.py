@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import post, wait_for_status
+from tests.helpers import post, wait_for_status, wait_until
 
 
 def env_of(client: httpx.Client, tmp_path: Path, **fields: object) -> dict[str, str]:
@@ -94,17 +95,36 @@ def test_wall_timeout(client: httpx.Client) -> None:
     assert 0.4 < done["duration_seconds"] < 5
 
 
+def _output_is(client: httpx.Client, url: str, text: str) -> bool:
+    return client.get(f"{url}/output").text == text
+
+
 def test_idle_timeout(client: httpx.Client) -> None:
-    # Chatty for a while, then silent: killed about 0.5 s after the last line.
-    script = "for i in 1 2 3 4 5 6; do echo $i; sleep 0.2; done; sleep 300"
-    record = post(client, "/bin/sh", "-c", script, idle_timeout=0.5)
-    started = time.monotonic()
-    done = wait_for_status(client, record["id"])
+    # The payload echoes each line we send it: chatty for as long as we keep talking to it,
+    # then silent, and killed about 0.5 s after its last line.
+    record = post(
+        client,
+        "/bin/sh",
+        "-c",
+        'while read line; do echo "$line"; done',
+        stdin="pipe",
+        idle_timeout=0.5,
+    )
+    url = f"/payloads/{record['id']}"
+    wait_for_status(client, record["id"], "working")
+    talked_until = time.monotonic() + 1.5
+    sent = ""
+    while time.monotonic() < talked_until:
+        line = f"{len(sent)}\n"
+        client.post(f"{url}/stdin", json={"data": line}).raise_for_status()
+        sent += line
+        wait_until(partial(_output_is, client, url, sent), 5, f"the echo of {line!r}")
+        assert client.get(url).json()["status"] == "working"
+    done = wait_for_status(client, record["id"], timeout=10)
     assert done["status"] == "timeout"
     assert done["timeout_reason"] == "idle"
     # It outlived its idle timeout by far, because it kept writing.
-    assert done["duration_seconds"] > 1.2
-    assert time.monotonic() - started < 10
+    assert done["duration_seconds"] > 1.5
 
 
 def test_a_payload_that_ends_in_time_is_finished(client: httpx.Client) -> None:
