@@ -31,6 +31,16 @@ def store_args(db: Path, *more: str) -> tuple[str, ...]:
     return ("--store", f"sqlite:///{db}", *more)
 
 
+def start_on(db: Path) -> subprocess.CompletedProcess[str]:
+    """handler-serve on `db`, for a start that must be refused: it returns once refused."""
+    return subprocess.run(
+        [handler_serve(), "--port", "0", *store_args(db)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def live_members(pgrp: int) -> list[int]:
     # Killed orphans belong to init, which may never reap them here: zombies do not count.
     return [p.pid for p in group_members(pgrp) if p.state != "Z"]
@@ -192,12 +202,7 @@ def test_an_unusable_database_is_refused_in_one_line(
     make(db)
     if message == "does not exist":
         db = tmp_path / "missing" / "pericles.db"
-    result = subprocess.run(
-        [handler_serve(), "--port", "0", "--store", f"sqlite:///{db}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = start_on(db)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
@@ -208,12 +213,7 @@ def test_an_unusable_database_is_refused_in_one_line(
 def test_a_second_server_cannot_share_the_file(tmp_path: Path) -> None:
     db = tmp_path / "pericles.db"
     with running_server(*store_args(db)):
-        result = subprocess.run(
-            [handler_serve(), "--port", "0", "--store", f"sqlite:///{db}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = start_on(db)
     assert result.returncode == 1
     assert "database is locked" in result.stderr
 
