@@ -17,6 +17,8 @@ import os
 import signal
 from pathlib import Path
 
+from pericles.process.procfs import processes
+
 log = logging.getLogger("pericles.process")
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -41,20 +43,11 @@ def _boot_time() -> float:
 
 def _group(pgid: int, boot: float) -> list[tuple[int, float]]:
     """(pid, start time as a Unix time) of every live process in group `pgid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        state, pgrp, start_ticks = fields[0], int(fields[2]), int(fields[19])
-        if pgrp == pgid and state not in ("Z", "X"):
-            found.append((int(entry), boot + start_ticks / _TICKS))
-    return found
+    return [
+        (p.pid, boot + p.start_ticks / _TICKS)
+        for p in processes()
+        if p.pgrp == pgid and p.state not in ("Z", "X")
+    ]
 
 
 def kill_group(pgid: int, started_after: float) -> int:

@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 
+from pericles.process.procfs import processes
+
 log = logging.getLogger("pericles.process")
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -47,28 +49,14 @@ def reap_group(pgid: int, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -
     loop.call_later(delay, reap_group, pgid, loop, delay)
 
 
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def kill_strays() -> int:
     """SIGKILL and reap every child of this process; returns how many there were.
 
     For shutdown, once every payload has ended: what is left is what escaped its payload's
     process group and was adopted by us.
     """
-    strays = _children_of(os.getpid())
+    me = os.getpid()
+    strays = [p.pid for p in processes() if p.ppid == me]
     for pid in strays:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
