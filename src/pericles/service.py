@@ -52,7 +52,7 @@ from pericles.redact import Redactor
 from pericles.runner import Execution, Exited, Output, Resolved, Runner, StartFailed
 from pericles.settings import Settings
 from pericles.store import ListQuery, Page, Store
-from pericles.store.output import Piece
+from pericles.store.output import STREAMS, Piece
 
 log = logging.getLogger("pericles.service")
 
@@ -98,6 +98,10 @@ class _Run:
     last_output: float = 0.0
     #: Masks the spec's secret_env values in its output; None when it has none.
     redactor: Redactor | None = None
+    #: Per stream, (bytes written, bytes dropped) so far. They change with every read of the
+    #: pipes, too often for a new record each time: readers see them laid over the record
+    #: (`_live`), and every transition stores them.
+    counts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 class Service:
@@ -256,7 +260,7 @@ class Service:
         record = await self._store.get(payload_id)
         if record.state is Status.PENDING:
             return self._with_queue_info(record, self._queue.position(payload_id))
-        return record
+        return self._live(record)
 
     async def list(self) -> builtins.list[Payload]:
         """Every record, oldest first."""
@@ -265,14 +269,31 @@ class Service:
     async def page(self, query: ListQuery) -> Page:
         """The records `query` asks for; pending ones show their place in the queue."""
         page = await self._store.query(query)
-        if not any(record.state is Status.PENDING for record in page.records):
+        if not self._runs and not self._queue:
             return page
-        positions = self._queue.positions()
+        positions = self._queue.positions() if self._queue else {}
         records = [
-            self._with_queue_info(r, positions.get(r.id)) if r.state is Status.PENDING else r
+            self._with_queue_info(r, positions.get(r.id))
+            if r.state is Status.PENDING
+            else self._live(r)
             for r in page.records
         ]
         return Page(records, page.more)
+
+    def _live(self, record: Payload) -> Payload:
+        """`record` with the output counts of its running process laid over it."""
+        counts = self._counts(record.id)
+        return dataclasses.replace(record, **counts) if counts else record
+
+    def _counts(self, payload_id: str) -> dict[str, Any]:
+        run = self._runs.get(payload_id)
+        if run is None:
+            return {}
+        fields: dict[str, Any] = {}
+        for stream, (total, dropped) in run.counts.items():
+            fields[f"{stream}_bytes"] = total
+            fields[f"{stream}_dropped"] = dropped
+        return fields
 
     def _with_queue_info(self, record: Payload, position: int | None) -> Payload:
         if position is None:
@@ -286,6 +307,7 @@ class Service:
         self, record: Payload, wanted: Status, status: str | None = None, **changes: Any
     ) -> Payload:
         check_transition(record, wanted)
+        changes = {**self._counts(record.id), **changes}
         new = dataclasses.replace(record, status=status or wanted.value, **changes)
         await self._store.put(new)
         self._published(new, record.state)
@@ -322,16 +344,7 @@ class Service:
         total, dropped = await self._store.append_output(payload_id, stream, data)
         if self._metrics is not None:
             self._metrics.output(stream, len(data))
-        async with run.lock:
-            if stream == "stdout":
-                run.record = dataclasses.replace(
-                    run.record, stdout_bytes=total, stdout_dropped=dropped
-                )
-            else:
-                run.record = dataclasses.replace(
-                    run.record, stderr_bytes=total, stderr_dropped=dropped
-                )
-            await self._store.put(run.record)
+        run.counts[stream] = (total, dropped)
         self._changes.notify(payload_id)
 
     async def wait(self, payload_id: str, timeout: float) -> Payload:
@@ -638,7 +651,13 @@ class Service:
             killed = self._runner.kill_leftovers(record.pid, record.started_at.timestamp())
             if killed:
                 log.warning("payload %s: killed %d leftover process(es)", record.id, killed)
-        await self._move(record, Status.LOST, finished_at=utcnow())
+        # Its counts were stored at its last transition; its output, until the crash.
+        counts: dict[str, Any] = {}
+        for stream in STREAMS:
+            kept, dropped = await self._store.read_output(record.id, stream, 0)
+            counts[f"{stream}_bytes"] = len(kept) + dropped
+            counts[f"{stream}_dropped"] = dropped
+        await self._move(record, Status.LOST, finished_at=utcnow(), **counts)
 
     # -- shutdown ------------------------------------------------------------------------
 

@@ -105,6 +105,8 @@ class SqliteStore(MemoryStore):
         #: Running payloads that wrote output since the last checkpoint.
         self._unsaved: set[str] = set()
         self._checkpoint_timer: asyncio.TimerHandle | None = None
+        #: Records not ended when the file was opened: their output may only be on disk.
+        self._left_running: set[str] = set()
         #: (st_dev, st_ino) of the file opened, to notice it being removed or replaced.
         self._identity: tuple[int, int] | None = None
 
@@ -113,6 +115,7 @@ class SqliteStore(MemoryStore):
     async def open(self) -> None:
         records, meta = await self._on_thread(self._open)
         self._records = {record.id: record for record in records}
+        self._left_running = {r.id for r in records if not r.terminal}
         self._meta = meta
         log.info("store: %d records in %s", len(records), self._url.path)
 
@@ -199,6 +202,8 @@ class SqliteStore(MemoryStore):
         else:
             self._next.puts[record.id] = record
         # An ended payload's output never changes again: keep it with the record.
+        if record.terminal:
+            self._left_running.discard(record.id)
         output = self._output.get(record.id)
         if record.terminal and output is not None:
             self._unsaved.discard(record.id)
@@ -250,7 +255,11 @@ class SqliteStore(MemoryStore):
         if live is not None:
             return live
         record = self._records[payload_id]
-        if not record.stdout_bytes and not record.stderr_bytes:
+        if not record.terminal and payload_id not in self._left_running:
+            return None  # running here, and silent so far: it has no log yet
+        # An ended record's counts are final: none means no rows to read. One an earlier
+        # server left running has counts from its last transition only: read its rows.
+        if record.terminal and not record.stdout_bytes and not record.stderr_bytes:
             return None
         cached = self._restored.get(payload_id)
         if cached is not None:
