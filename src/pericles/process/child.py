@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import resource
@@ -24,6 +25,11 @@ log = logging.getLogger("pericles.process")
 OutputSink = Callable[[str, bytes], None]
 
 _READ_SIZE = 65536
+# A read that fills _READ_SIZE means the child writes faster than we wake up: its pipe grows
+# to _CHATTY_PIPE and reads to _CHATTY_READ, so each wake-up (an event up to the store and
+# every follower) carries four times as much. Quiet payloads keep the kernel's default.
+_CHATTY_PIPE = 1024 * 1024
+_CHATTY_READ = 256 * 1024
 # Once the leader has exited and its group is killed, how long stray holders of the pipes
 # (a descendant that left the group) may keep them open before we stop reading.
 _DRAIN_AFTER_EXIT = 2.0
@@ -72,9 +78,13 @@ class Child:
         self._exit: Exit | None = None
         self.exited: asyncio.Future[Exit] = loop.create_future()
         self._pipes: dict[int, str] = {}
+        self._read_size: dict[int, int] = {}
+        #: Pipes we tried to widen, whether the kernel let us or not.
+        self._widened: set[int] = set()
         for fd, name in ((stdout_fd, "stdout"), (stderr_fd, "stderr")):
             os.set_blocking(fd, False)
             self._pipes[fd] = name
+            self._read_size[fd] = _READ_SIZE
             loop.add_reader(fd, self._on_readable, fd)
         # Holding the pidfd pins the pid: it cannot be reused until we reap it, so signals
         # sent before the reap always reach our child and its group.
@@ -107,22 +117,35 @@ class Child:
         return await self.exited
 
     def _on_readable(self, fd: int) -> None:
+        size = self._read_size[fd]
         try:
-            data = os.read(fd, _READ_SIZE)
+            data = os.read(fd, size)
         except BlockingIOError:
             return
         except OSError as exc:
             log.warning("pid %d: reading %s failed: %s", self.pid, self._pipes[fd], exc)
             data = b""
-        if data:
-            self._sink(self._pipes[fd], data)
-        else:
+        if not data:
             self._close_pipe(fd)
+            return
+        if len(data) == size and fd not in self._widened:
+            self._widen(fd)
+        self._sink(self._pipes[fd], data)
+
+    def _widen(self, fd: int) -> None:
+        self._widened.add(fd)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _CHATTY_PIPE)
+        except OSError:  # past the per-user pipe budget (EPERM): keep the default size
+            return
+        self._read_size[fd] = _CHATTY_READ
 
     def _close_pipe(self, fd: int) -> None:
         self._loop.remove_reader(fd)
         os.close(fd)
         del self._pipes[fd]
+        del self._read_size[fd]
+        self._widened.discard(fd)
         self._maybe_done()
 
     def _on_exit(self) -> None:
