@@ -3,6 +3,8 @@
     PericlesError
      +-- PayloadNotFound      no payload has that id
      +-- InvalidSpec          the request asks for something that cannot be run
+     |    +-- InvalidArgs     a named action's arguments are not valid (names each one)
+     +-- ActionNotFound       no action has that name
      +-- PolicyDenied         the command policy refuses the request (names the rule, why)
      +-- InvalidTransition    a payload cannot move from its state to the one asked
      |    +-- AlreadyTerminal the payload has ended and never changes again
@@ -31,6 +33,20 @@ class PayloadNotFound(PericlesError):
 
 class InvalidSpec(PericlesError):
     """The request is well-formed but names something that cannot be run."""
+
+
+class InvalidArgs(InvalidSpec):
+    """A named action's arguments are not valid; `errors` has one {loc, msg} per problem."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+class ActionNotFound(PericlesError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no action is named {name!r}")
+        self.name = name
 
 
 class PolicyDenied(PericlesError):

@@ -15,7 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from pericles.errors import (
+    ActionNotFound,
     AlreadyTerminal,
+    InvalidArgs,
     InvalidSpec,
     InvalidTransition,
     NotRunning,
@@ -107,11 +109,13 @@ def problem_response(
 # Most specific class first: the first match wins.
 _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (PayloadNotFound, 404, "payload-not-found"),
+    (ActionNotFound, 404, "action-not-found"),
     (AlreadyTerminal, 409, "already-terminal"),
     (InvalidTransition, 409, "invalid-transition"),
     (NotRunning, 409, "not-running"),
     (StillActive, 409, "still-active"),
     (StdinUnavailable, 409, "stdin-unavailable"),
+    (InvalidArgs, 422, "invalid-args"),
     (InvalidSpec, 422, "invalid-spec"),
     (PolicyDenied, 403, "policy-denied"),
     (ServiceUnavailable, 503, "unavailable"),
@@ -127,6 +131,8 @@ def _from_pericles_error(exc: PericlesError) -> Response:
             extra = {}
             if isinstance(exc, PolicyDenied):
                 extra = {"rule": exc.rule, "reason": exc.reason}
+            elif isinstance(exc, InvalidArgs):
+                extra = {"errors": exc.errors}
             return problem_response(status, str(exc), slug, headers, **extra)
     log.error("unmapped error: %r", exc)
     return problem_response(500, "internal error", "internal")
