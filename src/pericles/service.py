@@ -32,6 +32,7 @@ from pericles.errors import (
 from pericles.feed import StatusFeed
 from pericles.lifecycle.caps import apply_caps
 from pericles.lifecycle.idempotency import IdempotencyKeys
+from pericles.lifecycle.locks import Locks
 from pericles.lifecycle.queue import PendingQueue
 from pericles.lifecycle.recovery import by_end, spec_of
 from pericles.lifecycle.retention import Retention
@@ -39,6 +40,7 @@ from pericles.metrics import Metrics
 from pericles.model import (
     ALLOWED_SIGNALS,
     STDIN_PIPE,
+    Invocation,
     Payload,
     PayloadSpec,
     Status,
@@ -79,12 +81,17 @@ def _log_transition(record: Payload) -> None:
     )
 
 
+#: A payload waiting to start: its record, its spec, and the action that made it, if any.
+_Waiting = tuple[Payload, PayloadSpec, Invocation | None]
+
+
 @dataclasses.dataclass(eq=False)
 class _Run:
     """What the service holds for a payload from leaving the queue until it ends."""
 
     record: Payload
     spec: PayloadSpec
+    invocation: Invocation | None = None
     # Serialises record writes for this payload between its drive task and the requests
     # (signal) that move it; it does not cover the process, which `process` guards itself.
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
@@ -120,7 +127,11 @@ class Service:
         self._store = store
         self._runner = runner
         self._accepting = True
-        self._queue: PendingQueue[tuple[Payload, PayloadSpec]] = PendingQueue()
+        self._queue: PendingQueue[_Waiting] = PendingQueue()
+        # Payloads whose action's lock is held by others wait here, not in the queue.
+        self._locks: Locks[_Waiting] = Locks()
+        #: The limit each lock was last asked with, for payloads recovered from the store.
+        self._lock_limits: dict[str, int] = {}
         self._runs: dict[str, _Run] = {}
         self._retention = Retention(settings.keep_finished, settings.keep_for)
         self._retention_timer: asyncio.TimerHandle | None = None
@@ -136,7 +147,7 @@ class Service:
 
     @property
     def active_count(self) -> int:
-        return len(self._runs) + len(self._queue)
+        return len(self._runs) + len(self._queue) + len(self._locks)
 
     async def unready_reason(self) -> str | None:
         """Why the service cannot take payloads now, or None when it can."""
@@ -158,16 +169,21 @@ class Service:
 
     @property
     def pending_count(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._locks)
 
     # -- create, queue, start -------------------------------------------------------------
 
     async def create(
-        self, spec: PayloadSpec, idempotency_key: str | None = None, created_by: str | None = None
+        self,
+        spec: PayloadSpec,
+        idempotency_key: str | None = None,
+        created_by: str | None = None,
+        invocation: Invocation | None = None,
     ) -> Payload:
         """Store a new pending payload and queue its start; returns the pending record.
 
-        `created_by` names who asked (the token's name), recorded as given.
+        `created_by` names who asked (the token's name), recorded as given. `invocation` is
+        the named action that rendered `spec`: the record shows it, and its lock holds.
 
         With an `idempotency_key` seen in the last 24 h, returns that key's payload instead.
         Raises `InvalidSpec` for what the server's caps or runner refuse, `ServiceUnavailable`
@@ -179,18 +195,22 @@ class Service:
             return first
         spec = apply_caps(spec, self._settings)
         self._runner.check(spec)
-        spec = await self._admit(spec)
-        if not self._has_slot() and len(self._queue) >= self._settings.max_pending:
+        declared = invocation.declared_env if invocation is not None else frozenset()
+        spec = await self._admit(spec, declared)
+        if not self._has_slot() and self.pending_count >= self._settings.max_pending:
             raise ServiceUnavailable(
-                f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
+                f"{self.pending_count} payloads are waiting already (--max-pending)",
+                retry_after=1,
             )
-        record = Payload.from_spec(spec, new_id(), utcnow(), created_by)
+        record = Payload.from_spec(spec, new_id(), utcnow(), created_by, invocation)
+        if invocation is not None and invocation.lock is not None:
+            self._lock_limits[invocation.lock] = invocation.lock_limit
         # Noted before the first await, so a concurrent retry with the key finds this payload.
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)
         await self._store.add(record)
         self._published(record, None)
-        self._queue.push(record.id, spec.priority, (record, spec))
+        self._queue.push(record.id, spec.priority, (record, spec, invocation))
         self._schedule()
         return record
 
@@ -200,20 +220,22 @@ class Service:
         self._runner.check(spec)
         return await self._decide(spec)
 
-    async def _decide(self, spec: PayloadSpec) -> Decision:
+    async def _decide(
+        self, spec: PayloadSpec, declared_env: frozenset[str] = frozenset()
+    ) -> Decision:
         if self._policy is None:
             return NO_POLICY
         try:
             resolved = await self._runner.identify(spec)
         except StartFailed as exc:
             return unresolved(spec, exc.reason)
-        return self._policy.evaluate(spec, resolved)
+        return self._policy.evaluate(spec, resolved, declared_env)
 
-    async def _admit(self, spec: PayloadSpec) -> PayloadSpec:
+    async def _admit(self, spec: PayloadSpec, declared_env: frozenset[str]) -> PayloadSpec:
         """`spec` with its rule's caps applied; raises `PolicyDenied` when the policy refuses it."""
         if self._policy is None:
             return spec
-        decision = await self._decide(spec)
+        decision = await self._decide(spec, declared_env)
         if not decision.allowed:
             raise PolicyDenied(decision.rule, decision.reason)
         return with_rule_caps(spec, decision)
@@ -237,8 +259,13 @@ class Service:
             waiting = self._queue.pop()
             if waiting is None:
                 return
-            record, spec = waiting
-            run = _Run(record, spec)
+            record, spec, invocation = waiting
+            if invocation is not None and invocation.lock is not None:
+                lock, limit = invocation.lock, invocation.lock_limit
+                if not self._locks.take(lock, limit, record.id):
+                    self._locks.wait(lock, record.id, waiting)
+                    continue
+            run = _Run(record, spec, invocation)
             if spec.secret_env:
                 run.redactor = Redactor(spec.secret_values())
             self._runs[record.id] = run
@@ -247,12 +274,21 @@ class Service:
 
     def _on_run_done(self, run: _Run, task: asyncio.Task[None]) -> None:
         self._runs.pop(run.record.id, None)
+        self._unlock(run.record.id, run.invocation)
         for timer in (run.wall_timer, run.idle_timer):
             if timer is not None:
                 timer.cancel()
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("payload %s: driving it failed", run.record.id, exc_info=exc)
         self._schedule()
+
+    def _unlock(self, payload_id: str, invocation: Invocation | None) -> None:
+        """Let go of the payload's lock, if it holds one; the next in line queues to start."""
+        if invocation is None or invocation.lock is None:
+            return
+        following = self._locks.release(invocation.lock, payload_id)
+        if following is not None:
+            self._queue.push(following[0].id, following[1].priority, following)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -269,7 +305,7 @@ class Service:
     async def page(self, query: ListQuery) -> Page:
         """The records `query` asks for; pending ones show their place in the queue."""
         page = await self._store.query(query)
-        if not self._runs and not self._queue:
+        if not self._runs and not self._queue and not self._locks:
             return page
         positions = self._queue.positions() if self._queue else {}
         records = [
@@ -297,9 +333,18 @@ class Service:
 
     def _with_queue_info(self, record: Payload, position: int | None) -> Payload:
         if position is None:
-            return record
+            return self._with_lock_info(record)
         reason = f"waiting for a free slot: {len(self._runs)} running (--max-running)"
         return dataclasses.replace(record, queue_position=position, pending_reason=reason)
+
+    def _with_lock_info(self, record: Payload) -> Payload:
+        waiting = self._locks.waiting_for(record.id)
+        if waiting is None:
+            return record
+        lock, holders, place = waiting
+        held_by = ", ".join(holders) or "none"
+        reason = f"waiting for lock {lock!r}, held by {held_by} ({place} in line for it)"
+        return dataclasses.replace(record, pending_reason=reason)
 
     # -- the one place a record changes --------------------------------------------------
 
@@ -405,7 +450,7 @@ class Service:
             run.record = await self._move(run.record, Status.CANCELLED, finished_at=utcnow())
             return
         try:
-            resolved = await self._resolve_for_start(run.spec)
+            resolved = await self._resolve_for_start(run)
             execution = await self._runner.start(payload_id, run.spec, resolved)
         except StartFailed as exc:
             log.info("payload %s: could not start %r: %s", payload_id, run.spec.cmd, exc.reason)
@@ -438,11 +483,13 @@ class Service:
                 await self._flush_output(run)
                 await self._end(run, event, time.monotonic() - started)
 
-    async def _resolve_for_start(self, spec: PayloadSpec) -> Resolved:
+    async def _resolve_for_start(self, run: _Run) -> Resolved:
         """The file to run, checked again: it may have changed while the payload waited."""
+        spec = run.spec
         resolved = await self._runner.identify(spec)
         if self._policy is not None:
-            decision = self._policy.evaluate(spec, resolved)
+            declared = run.invocation.declared_env if run.invocation else frozenset()
+            decision = self._policy.evaluate(spec, resolved, declared)
             if not decision.allowed:
                 raise StartFailed(f"refused by the command policy: {decision.reason}")
         return resolved
@@ -510,8 +557,10 @@ class Service:
 
         Returns its record once it has ended; raises `AlreadyTerminal` when it had already.
         """
-        waiting = self._queue.remove(payload_id)
+        waiting = self._queue.remove(payload_id) or self._locks.remove(payload_id)
         if waiting is not None:
+            self._unlock(payload_id, waiting[2])  # a lock passed on to it, not yet started
+            self._schedule()
             return await self._move(waiting[0], Status.CANCELLED, finished_at=utcnow())
         run = self._runs.get(payload_id)
         if run is None or run.task is None:
@@ -644,7 +693,13 @@ class Service:
                 record, Status.ERROR, status=start_error(record.cmd, str(exc)), finished_at=utcnow()
             )
             return
-        self._queue.push(record.id, spec.priority, (record, spec))
+        invocation = None
+        if record.action is not None:
+            # What the record keeps: enough to hold the lock again. The declared environment
+            # is gone, so a policy judges the recovered spec as it would any other.
+            limit = self._lock_limits.get(record.lock, 1) if record.lock else 1
+            invocation = Invocation(record.action, record.args or {}, record.lock, limit)
+        self._queue.push(record.id, spec.priority, (record, spec, invocation))
 
     async def _lose(self, record: Payload, same_boot: bool) -> None:
         if same_boot and record.pid is not None and record.started_at is not None:
@@ -664,8 +719,10 @@ class Service:
     async def shutdown(self, grace: float) -> None:
         """Refuse new payloads, stop every running one (TERM, `grace`, KILL) and record its end."""
         self._accepting = False
-        pending = len(self._queue)
+        pending = self.pending_count
         while (waiting := self._queue.pop()) is not None:
+            await self._move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+        for waiting in self._locks.drain():
             await self._move(waiting[0], Status.CANCELLED, finished_at=utcnow())
         runs = list(self._runs.values())
         running = [run.execution for run in runs if run.execution is not None]

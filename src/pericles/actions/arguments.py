@@ -26,6 +26,7 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -189,13 +190,7 @@ def _bound(table: dict[str, Any], key: str, where: str) -> float | None:
     return value
 
 
-def parse_argument(name: str, table: Any, where: str) -> Argument:
-    """The argument `name` from its TOML table; raises `ArgumentError`."""
-    where = f"{where}: args.{name}"
-    if not _NAME.fullmatch(name):
-        raise ArgumentError(f"{where}: names are lowercase letters, digits and _ (a-z first)")
-    if not isinstance(table, dict):
-        raise ArgumentError(f"{where}: expected a table")
+def _kind(table: dict[str, Any], where: str) -> str:
     kind = table.get("type", "enum" if "enum" in table else "string")
     if kind == "string" and "enum" in table:
         kind = "enum"
@@ -203,6 +198,17 @@ def parse_argument(name: str, table: Any, where: str) -> Argument:
         raise ArgumentError(f"{where}: type must be one of {', '.join(TYPES)}")
     if unknown := set(table) - _KEYS[kind]:
         raise ArgumentError(f"{where}: unknown keys for type {kind}: {sorted(unknown)}")
+    return str(kind)
+
+
+def parse_argument(name: str, table: Any, where: str) -> Argument:
+    """The argument `name` from its TOML table; raises `ArgumentError`."""
+    where = f"{where}: args.{name}"
+    if not _NAME.fullmatch(name):
+        raise ArgumentError(f"{where}: names are lowercase letters, digits and _ (a-z first)")
+    if not isinstance(table, dict):
+        raise ArgumentError(f"{where}: expected a table")
+    kind = _kind(table, where)
     fields: dict[str, Any] = {
         "name": name,
         "type": kind,
@@ -219,7 +225,8 @@ def parse_argument(name: str, table: Any, where: str) -> Argument:
             fields["pattern"] = re.compile(pattern)
         except re.error as exc:
             raise ArgumentError(f"{where}: bad pattern: {exc}") from exc
-    fields |= _kind_fields(kind, table, where)
+    if kind in _KIND_FIELDS:
+        fields |= _KIND_FIELDS[kind](table, where)
     if "default" in table:
         fields["default"], fields["required"] = table["default"], False
     elif kind == "boolean":
@@ -230,34 +237,46 @@ def parse_argument(name: str, table: Any, where: str) -> Argument:
     return argument
 
 
-def _kind_fields(kind: str, table: dict[str, Any], where: str) -> dict[str, Any]:
-    if kind == "enum":
-        values = table.get("enum")
-        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-            raise ArgumentError(f"{where}: enum must be a non-empty list of strings")
-        return {"enum": tuple(values)}
-    if kind == "boolean":
-        flag = _text(table, "flag", where)
-        if not flag:
-            raise ArgumentError(f"{where}: a boolean needs flag = the argv element it renders")
-        return {"flag": flag}
-    if kind == "path":
-        root = _text(table, "root", where)
-        if not root or not root.startswith("/"):
-            raise ArgumentError(f"{where}: a path needs root = an absolute directory")
-        return {"root": os.path.realpath(root)}
-    if kind == "secret":
-        env = _text(table, "env", where)
-        try:
-            TypeAdapter(EnvName).validate_python(env, strict=True)
-        except ValidationError:
-            raise ArgumentError(f"{where}: a secret needs env = a variable name") from None
-        if (entry := hook(env or "")) is not None:
-            raise ArgumentError(f"{where}: env {env} ({entry}) can change what a program does")
-        if "default" in table:
-            raise ArgumentError(f"{where}: a secret has no default")
-        return {"env": env}
-    return {}
+def _enum_fields(table: dict[str, Any], where: str) -> dict[str, Any]:
+    values = table.get("enum")
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise ArgumentError(f"{where}: enum must be a non-empty list of strings")
+    return {"enum": tuple(values)}
+
+
+def _boolean_fields(table: dict[str, Any], where: str) -> dict[str, Any]:
+    flag = _text(table, "flag", where)
+    if not flag:
+        raise ArgumentError(f"{where}: a boolean needs flag = the argv element it renders")
+    return {"flag": flag}
+
+
+def _path_fields(table: dict[str, Any], where: str) -> dict[str, Any]:
+    root = _text(table, "root", where)
+    if not root or not root.startswith("/"):
+        raise ArgumentError(f"{where}: a path needs root = an absolute directory")
+    return {"root": os.path.realpath(root)}
+
+
+def _secret_fields(table: dict[str, Any], where: str) -> dict[str, Any]:
+    env = _text(table, "env", where)
+    try:
+        TypeAdapter(EnvName).validate_python(env, strict=True)
+    except ValidationError:
+        raise ArgumentError(f"{where}: a secret needs env = a variable name") from None
+    if (entry := hook(env or "")) is not None:
+        raise ArgumentError(f"{where}: env {env} ({entry}) can change what a program does")
+    if "default" in table:
+        raise ArgumentError(f"{where}: a secret has no default")
+    return {"env": env}
+
+
+_KIND_FIELDS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    "enum": _enum_fields,
+    "boolean": _boolean_fields,
+    "path": _path_fields,
+    "secret": _secret_fields,
+}
 
 
 def _check_default(argument: Argument, where: str) -> None:

@@ -126,7 +126,9 @@ class Action:
         values = self.validate(args)
         texts = {a.name: a.render(values[a.name]) for a in self.arguments if not a.secret}
         secret_env = {
-            a.env: secret_text(values[a.name]) for a in self.arguments if a.secret and a.env is not None
+            a.env: secret_text(values[a.name])
+            for a in self.arguments
+            if a.secret and a.env is not None
         }
         spec = PayloadSpec.model_validate(
             {

@@ -63,9 +63,7 @@ def parse(element: str, where: str) -> Element:
     return Element(tuple(parts))
 
 
-def render(
-    elements: tuple[Element, ...], texts: Mapping[str, str | None]
-) -> list[str]:
+def render(elements: tuple[Element, ...], texts: Mapping[str, str | None]) -> list[str]:
     """argv after the command: each element filled; those that are a false boolean dropped."""
     argv = []
     for element in elements:

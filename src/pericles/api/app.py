@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,7 +13,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from pericles import __version__, process
 from pericles import policy as command_policy
-from pericles.api import check, control, events, operations, output, payloads, problems
+from pericles.actions.hooks import Deliveries
+from pericles.actions.source import ActionSource
+from pericles.api import actions, check, control, events, operations, output, payloads, problems
 from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.render import RenderCache
 from pericles.api.telemetry import RequestMetrics
@@ -39,12 +41,17 @@ _CORS_EXPOSED = [
 ]
 
 
-def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, tokens: TokenSet | None = None, environ: Mapping[str, str] | None = None
+) -> FastAPI:
     """The app for `settings`; `tokens` defaults to those the settings name.
 
-    Raises `TokenConfigError`, `PolicyError` or `UnknownIdentity` for bad settings.
+    `environ` is the server's environment, where actions find `hook_secret_env`.
+    Raises `TokenConfigError`, `PolicyError`, `ActionsError` or `UnknownIdentity` for bad
+    settings.
     """
     policy = command_policy.load(settings.allow, settings.policy)
+    action_source = ActionSource(settings.actions, environ or {})
     run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
     if tokens is None:
         secret = settings.token.get_secret_value() if settings.token is not None else None
@@ -61,9 +68,11 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
         await service.recover()
         metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
         app.state.service = service
+        action_source.watch()
         try:
             yield
         finally:
+            action_source.unwatch()
             await service.shutdown(settings.shutdown_grace)
             await runner.close()
             await store.close()
@@ -79,18 +88,28 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.rendered = RenderCache()
     app.state.tokens = tokens
+    app.state.actions = action_source
+    app.state.deliveries = Deliveries()
     problems.install(app)
     # Without tokens nothing is checked, and the OpenAPI document says so by naming no
     # security scheme. /healthz and /readyz stay open either way, for load balancers.
     guard: list[DependsParam] = [Depends(authorize)] if tokens else []
     denied: dict[int | str, dict[str, Any]] = AUTH_RESPONSES if tokens else {}
     # check before payloads: its path must not be taken for a payload id by a later route.
-    routers = (check.router, payloads.router, output.router, events.router, control.router)
+    routers = (
+        check.router,
+        payloads.router,
+        output.router,
+        events.router,
+        control.router,
+        actions.router,
+    )
     for router in routers:
         app.include_router(
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
         )
     app.include_router(operations.router)
+    app.include_router(actions.hook_router, responses=problems.PROBLEM_RESPONSES)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
     app.add_middleware(RequestMetrics, metrics=metrics)

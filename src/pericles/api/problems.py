@@ -128,7 +128,7 @@ def _from_pericles_error(exc: PericlesError) -> Response:
             headers = None
             if isinstance(exc, ServiceUnavailable) and exc.retry_after is not None:
                 headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-            extra = {}
+            extra: dict[str, Any] = {}
             if isinstance(exc, PolicyDenied):
                 extra = {"rule": exc.rule, "reason": exc.reason}
             elif isinstance(exc, InvalidArgs):

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import logging.config
+import os
 import signal
 import sys
 
@@ -13,6 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from pericles.actions import ActionsError
 from pericles.api.app import create_app
 from pericles.api.protocol import bounded_head_protocol
 from pericles.errors import StoreUnavailable
@@ -81,8 +83,8 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
     if warning:
         log.warning("%s", warning)
     try:
-        app = create_app(settings, tokens)
-    except (PolicyError, UnknownIdentity) as exc:
+        app = create_app(settings, tokens, os.environ)
+    except (PolicyError, ActionsError, UnknownIdentity) as exc:
         print(f"handler-serve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     config = uvicorn.Config(

@@ -26,9 +26,13 @@ class ListQuery:
     #: Start after the record with this id (cursor pagination).
     after: str | None = None
     descending: bool = False
+    #: Keep records made by one of these named actions; None keeps all (raw ones too).
+    actions: frozenset[str] | None = None
 
     def matches(self, record: Payload) -> bool:
         if self.statuses and record.state not in self.statuses:
+            return False
+        if self.actions is not None and record.action not in self.actions:
             return False
         if self.labels:
             labels = record.labels or {}
