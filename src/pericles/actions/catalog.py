@@ -113,7 +113,8 @@ class Action:
             errors = [
                 {
                     "loc": ".".join(["args", *(str(part) for part in e["loc"])]),
-                    "msg": e["msg"],
+                    # pydantic says "Value error, ..." for our own checks' messages.
+                    "msg": e["msg"].removeprefix("Value error, "),
                 }
                 for e in exc.errors(include_url=False, include_input=False)
             ]

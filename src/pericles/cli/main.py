@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pericles.cli import exitcodes, render
+from pericles.cli import actions, exitcodes, render
 from pericles.cli.attach import attach
 from pericles.client import (
     AlreadyTerminal,
@@ -309,6 +309,9 @@ def rm(
 ) -> None:
     """Forget ended payloads and their output."""
     _each(ctx, payload_ids, "force" if force else "delete")
+
+
+actions.register(app, _client, _attach_or_cancel)
 
 
 def _report(error: ClientError) -> None:
