@@ -401,6 +401,27 @@ def test_valid_args_give_exactly_the_declared_elements(
     assert invocation.args["name"] == name
 
 
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    args=st.dictionaries(
+        st.sampled_from(["name", "db", "level", "ratio", "fast", "file", "password", "other"]),
+        _JSON,
+    )
+)
+def test_no_args_crash_the_server(srv: Server, args: dict[str, Any]) -> None:
+    with srv.client() as client:
+        response = client.post("/actions/all-types/run", json={"args": args})
+    assert response.status_code in (201, 422), response.text
+    assert PASSWORD not in response.text
+
+
 # -- tokens limited to actions ------------------------------------------------------------
 
 
@@ -429,6 +450,12 @@ def test_a_limited_token_runs_its_actions_and_nothing_else(
             assert button.get(f"/payloads/{hidden}{path}").status_code == 404
         assert button.post(f"/payloads/{hidden}/cancel").status_code == 404
         assert button.delete(f"/payloads/{hidden}").status_code == 404
+    # An Idempotency-Key that named another request's payload never hands that one out.
+    keyed = admin.post("/payloads", json={"cmd": "/bin/echo"}, headers={"Idempotency-Key": "k"})
+    assert keyed.status_code == 201
+    again = button.post("/actions/echo/run", json={"args": {}}, headers={"Idempotency-Key": "k"})
+    assert again.status_code == 409, again.text
+    assert keyed.json()["id"] not in again.text
     record = wait_for_status(button, mine.json()["id"])
     assert json.loads(button.get(f"/payloads/{record['id']}/output").text)["argv"] == ["mine"]
 

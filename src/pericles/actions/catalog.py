@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonpointer
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from pericles.actions import template
@@ -230,12 +231,27 @@ def _lock(data: Mapping[str, Any], name: str, where: str) -> tuple[str | None, i
     return None, 1
 
 
+def _pointers(
+    data: Mapping[str, Any], arguments: tuple[Argument, ...], where: str
+) -> dict[str, str]:
+    pointers = data.get("hook_args", {})
+    if not isinstance(pointers, dict) or not all(isinstance(v, str) for v in pointers.values()):
+        raise ActionsError(f"{where}: hook_args maps argument names to JSON pointers (/a/b)")
+    for pointer in pointers.values():
+        try:
+            jsonpointer.JsonPointer(pointer)
+        except jsonpointer.JsonPointerException as exc:
+            raise ActionsError(f"{where}: hook_args: {pointer!r}: {exc}") from None
+    if unknown := set(pointers) - {a.name for a in arguments}:
+        raise ActionsError(f"{where}: hook_args names unknown arguments {sorted(unknown)}")
+    return dict(pointers)
+
+
 def _hook(
     data: Mapping[str, Any], arguments: tuple[Argument, ...], where: str, environ: Mapping[str, str]
 ) -> Hook | None:
     secret = _string(data, "hook_secret", where)
     secret_env = _string(data, "hook_secret_env", where)
-    pointers = data.get("hook_args", {})
     if secret is None and secret_env is None:
         if "hook_args" in data or "hook_replay_window" in data:
             raise ActionsError(f"{where}: hook_args needs hook_secret or hook_secret_env")
@@ -246,18 +262,10 @@ def _hook(
         secret = environ.get(secret_env)
         if secret is None:
             raise ActionsError(f"{where}: hook_secret_env {secret_env} is not set")
-    assert secret is not None
-    if len(secret) < 16:
+    if secret is None or len(secret) < 16:
         raise ActionsError(f"{where}: the hook secret must be at least 16 characters")
-    if not isinstance(pointers, dict) or not all(
-        isinstance(v, str) and (v == "" or v.startswith("/")) for v in pointers.values()
-    ):
-        raise ActionsError(f"{where}: hook_args maps argument names to JSON pointers (/a/b)")
-    known = {a.name for a in arguments}
-    if unknown := set(pointers) - known:
-        raise ActionsError(f"{where}: hook_args names unknown arguments {sorted(unknown)}")
     window = _seconds(data, "hook_replay_window", where) or DEFAULT_REPLAY_WINDOW
-    return Hook(secret.encode(), dict(pointers), window)
+    return Hook(secret.encode(), _pointers(data, arguments, where), window)
 
 
 def _elements(data: Mapping[str, Any], arguments: tuple[Argument, ...], where: str) -> Any:

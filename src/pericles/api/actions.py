@@ -121,6 +121,11 @@ async def _create(
     if errors:
         raise _invalid(errors)
     record = await service.create(spec, idempotency_key, created_by, invocation)
+    if record.action != action.name:
+        # The key named another request's payload: never hand that one to this caller.
+        raise Problem(
+            409, "idempotency-key-reused", "the Idempotency-Key was used for another request"
+        )
     return JSONResponse(record, status_code=201, headers={"Location": f"/payloads/{record.id}"})
 
 
