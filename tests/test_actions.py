@@ -64,6 +64,15 @@ os.rmdir(sys.argv[1])
 """
 
 
+# Runs until the test creates the file `go-<its pid>` beside it.
+GATED_SCRIPT = f"""#!{PYTHON}
+import os, time
+go = os.path.join(os.path.dirname(__file__), f"go-{{os.getpid()}}")
+while not os.path.exists(go):
+    time.sleep(0.002)
+"""
+
+
 def actions_toml(area: Path) -> str:
     return f"""
 [[rule]]
@@ -140,6 +149,11 @@ params = ["{area}/held"]
 concurrency = 1
 
 [[action]]
+name = "gated"
+cmd = "{area}/gated.py"
+lock = "gate"
+
+[[action]]
 name = "not-allowed"
 cmd = "/bin/true"
 """
@@ -169,6 +183,7 @@ def area(tmp_path_factory: pytest.TempPathFactory) -> Path:
     area = tmp_path_factory.mktemp("actions").resolve()
     _script(area / "argv.py", ARGV_SCRIPT)
     _script(area / "locked.py", LOCKED_SCRIPT)
+    _script(area / "gated.py", GATED_SCRIPT)
     (area / "files" / "sub").mkdir(parents=True)
     (area / "files" / "a.txt").write_text("a")
     (area / "outside").mkdir()
@@ -228,7 +243,7 @@ GOOD = {"name": "ann", "db": "orders", "password": PASSWORD}
 
 def test_actions_list_a_schema_a_form_can_use(admin: httpx.Client) -> None:
     listed = {a["name"]: a for a in admin.get("/actions").json()}
-    assert set(listed) == {"all-types", "free-text", "echo", "locked", "not-allowed"}
+    assert set(listed) == {"all-types", "free-text", "echo", "locked", "gated", "not-allowed"}
     schema = listed["all-types"]["args_schema"]
     assert schema["required"] == ["name", "db", "password"]
     assert schema["additionalProperties"] is False
@@ -402,7 +417,11 @@ def test_valid_args_give_exactly_the_declared_elements(
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
     max_leaves=6,
 )
@@ -607,3 +626,29 @@ def test_a_bad_actions_file_stops_the_server_at_start(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "not in args" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_runs_waiting_for_a_lock_keep_it_across_a_restart(tmp_path: Path, area: Path) -> None:
+    store = ("--store", f"sqlite:///{tmp_path / 'records.db'}")
+    argv = ("--actions", str(area / "actions.toml"), *store)
+    server = start_server(*argv)
+    with server.client() as client:
+        ids = [run(client, "gated").json()["id"] for _ in range(3)]
+        wait_for_status(client, ids[0], "working")
+    server.stop(signal.SIGKILL)
+    server = start_server(*argv)
+    try:
+        with server.client() as client:
+            assert client.get(f"/payloads/{ids[0]}").json()["status"] == "lost"
+            second = wait_for_status(client, ids[1], "working")
+            third = client.get(f"/payloads/{ids[2]}").json()
+            assert third["status"] == "pending"
+            assert "waiting for lock 'gate'" in third["pending_reason"]
+            (area / f"go-{second['pid']}").touch()
+            third = wait_for_status(client, ids[2], "working")
+            (area / f"go-{third['pid']}").touch()
+            ended = [wait_for_status(client, i) for i in ids[1:]]
+            assert [r["exit_code"] for r in ended] == [0, 0]
+            assert ended[0]["finished_at"] <= ended[1]["started_at"]
+    finally:
+        server.stop()
