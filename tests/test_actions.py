@@ -555,8 +555,8 @@ def test_a_signed_delivery_runs_its_action_once(srv: Server) -> None:
 # -- the CLI --------------------------------------------------------------------------
 
 
-def cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**cli_env(srv), "PERICLES_TOKEN": ADMIN}
+def cli(srv: Server, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**cli_env(srv), "PERICLES_TOKEN": ADMIN, **env_vars}
     return subprocess.run(
         [pericles_path(), *args], env=env, capture_output=True, text=True, timeout=30
     )
@@ -577,6 +577,23 @@ def test_the_cli_runs_an_action_with_options_from_its_schema(srv: Server) -> Non
     bad = cli(srv, "do", "all-types", "--name", "ann", "--db", "nope")
     assert bad.returncode == 2
     assert "nope" in bad.stderr
+    # A secret comes from the environment (or a prompt), never the command line.
+    secret = cli(
+        srv,
+        "do",
+        "all-types",
+        "--name",
+        "ann",
+        "--db",
+        "users",
+        "--fast",
+        "--wait",
+        PERICLES_ARG_PASSWORD=PASSWORD,
+    )
+    assert secret.returncode == 0, secret.stderr
+    printed = json.loads(secret.stdout)
+    assert printed["argv"][:5] == ["--name=ann", "users", "6", "0.5", "--fast"]
+    assert printed["secret"] == "***"
     refused = cli(srv, "do", "free-text", "--text", "-rf")
     assert refused.returncode != 0
     assert refused.stderr.startswith("pericles: args.text: must not start with '-'")
