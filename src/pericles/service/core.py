@@ -43,7 +43,7 @@ from pericles.runner import Runner
 from pericles.service.admission import Admission
 from pericles.service.following import follow, wait_for_end
 from pericles.service.records import Records
-from pericles.service.recovery import recover
+from pericles.service.recovery import Waiting, recover
 from pericles.service.run import Run
 from pericles.settings import Settings
 from pericles.store import ListQuery, Page, Store
@@ -68,7 +68,7 @@ class Service:
             store, Retention(settings.keep_finished, settings.keep_for), metrics
         )
         self._accepting = True
-        self._queue: PendingQueue[tuple[Payload, PayloadSpec]] = PendingQueue()
+        self._queue: PendingQueue[Waiting] = PendingQueue()
         self._runs: dict[str, Run] = {}
         self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
 
@@ -123,23 +123,29 @@ class Service:
             raise ServiceUnavailable("the server is shutting down")
         if idempotency_key is not None and (first := await self._by_key(idempotency_key)):
             return first
-        spec = await self._admission.admit(spec)
+        admitted = await self._admission.admit(spec, created_by)
         if not self._has_slot() and len(self._queue) >= self._settings.max_pending:
             raise ServiceUnavailable(
                 f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
             )
-        record = Payload.from_spec(spec, new_id(), utcnow(), created_by)
+        record = Payload.from_spec(admitted.spec, new_id(), utcnow(), created_by)
         # Noted before the first await, so a concurrent retry with the key finds this payload.
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)
         await self._records.add(record)
-        self._queue.push(record.id, spec.priority, (record, spec))
+        self._queue.push(record.id, admitted.spec.priority, (record, admitted))
         self._schedule()
         return record
 
     async def check(self, spec: PayloadSpec) -> Decision:
-        """What create() would say of `spec` under the policy; starts and stores nothing."""
-        return await self._admission.check(spec)
+        """What create() would say of `spec` under the policy; starts and stores nothing.
+
+        Raises `InvalidSpec` for what create() would refuse before asking the policy.
+        """
+        answer = await self._admission.decide(spec)
+        if answer.decision is None:
+            raise answer.error()
+        return answer.decision
 
     async def _by_key(self, key: str) -> Payload | None:
         payload_id = self._keys.get(key)
@@ -160,10 +166,10 @@ class Service:
             waiting = self._queue.pop()
             if waiting is None:
                 return
-            record, spec = waiting
+            record, admitted = waiting
             run = Run(
                 record,
-                spec,
+                admitted,
                 self._records,
                 self._runner,
                 self._admission.for_start,
@@ -308,7 +314,7 @@ class Service:
     async def recover(self) -> None:
         """Take up the payloads a durable store kept (`service.recovery`); call once, before
         serving."""
-        await recover(self._records, self._runner, self._queue)
+        await recover(self._records, self._runner, self._admission, self._queue)
         self._schedule()
 
     async def shutdown(self, grace: float) -> None:

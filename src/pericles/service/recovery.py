@@ -15,10 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pericles.errors import InvalidSpec
+from pericles.errors import InvalidSpec, PolicyDenied
 from pericles.lifecycle.queue import PendingQueue
 from pericles.model import Payload, PayloadSpec, Status, start_error, utcnow
 from pericles.runner import Runner
+from pericles.service.admission import Admission, Admitted
 from pericles.service.records import Records
 from pericles.store.output import STREAMS
 
@@ -58,10 +59,17 @@ def by_end(records: Iterable[Payload], now: datetime) -> list[tuple[str, float]]
     return ended
 
 
+#: A payload waiting in the queue: its pending record and what admission made of its spec.
+Waiting = tuple[Payload, Admitted]
+
+
 async def recover(
-    records: Records, runner: Runner, queue: PendingQueue[tuple[Payload, PayloadSpec]]
+    records: Records, runner: Runner, admission: Admission, queue: PendingQueue[Waiting]
 ) -> None:
-    """Take up what a durable store kept: pending ones go to `queue`, running ones are lost."""
+    """Take up what a durable store kept: pending ones go to `queue`, running ones are lost.
+
+    A pending one is admitted again: this server's settings and policy may differ.
+    """
     store = records.store
     boot = runner.host_boot()
     same_boot = boot is not None and boot == await store.get_meta("boot_id")
@@ -74,7 +82,7 @@ async def recover(
     await records.evict(evict)
     for record in kept:
         if record.state is Status.PENDING:
-            await _requeue(records, queue, record)
+            await _requeue(records, admission, queue, record)
         elif record.state in (Status.WORKING, Status.PAUSED):
             await _lose(records, runner, record, same_boot)
     if kept:
@@ -83,23 +91,22 @@ async def recover(
 
 
 async def _requeue(
-    records: Records, queue: PendingQueue[tuple[Payload, PayloadSpec]], record: Payload
+    records: Records, admission: Admission, queue: PendingQueue[Waiting], record: Payload
 ) -> None:
     if record.secret_env_names:
         # Secret values live only in the memory of the server that took them.
         reason = "its secret_env values are not kept across a restart"
-        await records.move(
-            record, Status.ERROR, status=start_error(record.cmd, reason), finished_at=utcnow()
-        )
-        return
-    try:
-        spec = spec_of(record)
-    except InvalidSpec as exc:
-        await records.move(
-            record, Status.ERROR, status=start_error(record.cmd, str(exc)), finished_at=utcnow()
-        )
-        return
-    queue.push(record.id, spec.priority, (record, spec))
+    else:
+        try:
+            admitted = await admission.admit(spec_of(record), record.created_by)
+        except (InvalidSpec, PolicyDenied) as exc:
+            reason = str(exc)
+        else:
+            queue.push(record.id, admitted.spec.priority, (record, admitted))
+            return
+    await records.move(
+        record, Status.ERROR, status=start_error(record.cmd, reason), finished_at=utcnow()
+    )
 
 
 async def _lose(records: Records, runner: Runner, record: Payload, same_boot: bool) -> None:

@@ -14,22 +14,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pericles.errors import StdinUnavailable
-from pericles.model import STDIN_PIPE, Payload, PayloadSpec, Status, start_error, utcnow
+from pericles.model import STDIN_PIPE, Payload, Status, start_error, utcnow
 from pericles.redact import Redactor
 from pericles.runner import Execution, Exited, Output, Resolved, Runner, StartFailed
+from pericles.service.admission import Admitted
 from pericles.service.records import Records
 
 log = logging.getLogger("pericles.service")
 
-#: Resolves a spec's file just before it starts; raises `StartFailed` when it may not run.
-Identify = Callable[[PayloadSpec], Awaitable[Resolved]]
+#: Resolves an admitted spec's file just before it starts; `StartFailed` when it may not run.
+Identify = Callable[[Admitted], Awaitable[Resolved]]
 
 
 class Run:
     def __init__(
         self,
         record: Payload,
-        spec: PayloadSpec,
+        admitted: Admitted,
         records: Records,
         runner: Runner,
         identify: Identify,
@@ -37,7 +38,8 @@ class Run:
         accepting: Callable[[], bool],
     ) -> None:
         self.record = record
-        self.spec = spec
+        self.admitted = admitted
+        self.spec = spec = admitted.spec
         self._records = records
         self._runner = runner
         self._identify = identify
@@ -96,7 +98,7 @@ class Run:
             await self._move(Status.CANCELLED, finished_at=utcnow())
             return
         try:
-            resolved = await self._identify(self.spec)
+            resolved = await self._identify(self.admitted)
             execution = await self._runner.start(payload_id, self.spec, resolved)
         except StartFailed as exc:
             log.info("payload %s: could not start %r: %s", payload_id, self.spec.cmd, exc.reason)
