@@ -20,6 +20,9 @@ them to HTTP.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 
 class PericlesError(Exception):
     """Base of every error Pericles raises on purpose."""
@@ -31,16 +34,27 @@ class PayloadNotFound(PericlesError):
         self.payload_id = payload_id
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldError:
+    """What is wrong with one field of a request: `loc` is its dotted path ("params.1")."""
+
+    loc: str
+    msg: str
+
+
 class InvalidSpec(PericlesError):
-    """The request is well-formed but names something that cannot be run."""
+    """The request is well-formed but names something that cannot be run.
+
+    `errors` name the fields at fault, when known; the message then lists them.
+    """
+
+    def __init__(self, message: str | None = None, errors: Sequence[FieldError] = ()) -> None:
+        self.errors = tuple(errors)
+        super().__init__(message or "; ".join(f"{e.loc or 'body'}: {e.msg}" for e in errors))
 
 
 class InvalidArgs(InvalidSpec):
-    """A named action's arguments are not valid; `errors` has one {loc, msg} per problem."""
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
-        self.errors = errors
+    """A named action's arguments are not valid; `errors` name each one (`args.NAME`)."""
 
 
 class ActionNotFound(PericlesError):

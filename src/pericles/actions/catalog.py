@@ -37,7 +37,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pericles.actions import template
 from pericles.actions.arguments import Argument, ArgumentError, arguments_model, parse_argument
 from pericles.envhooks import hook
-from pericles.errors import ActionNotFound, InvalidArgs
+from pericles.errors import ActionNotFound, FieldError, InvalidArgs
 from pericles.model import Invocation, PayloadSpec
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -107,19 +107,19 @@ class Action:
         Raises `InvalidArgs` naming each bad argument (`args.NAME`) and never quoting a secret.
         """
         if not isinstance(args, dict):
-            raise InvalidArgs([{"loc": "args", "msg": "must be a JSON object"}])
+            raise InvalidArgs(errors=[FieldError("args", "must be a JSON object")])
         try:
             checked = self.model.model_validate(args)
         except ValidationError as exc:
             errors = [
-                {
-                    "loc": ".".join(["args", *(str(part) for part in e["loc"])]),
+                FieldError(
+                    ".".join(["args", *(str(part) for part in e["loc"])]),
                     # pydantic says "Value error, ..." for our own checks' messages.
-                    "msg": e["msg"].removeprefix("Value error, "),
-                }
+                    e["msg"].removeprefix("Value error, "),
+                )
                 for e in exc.errors(include_url=False, include_input=False)
             ]
-            raise InvalidArgs(errors) from None
+            raise InvalidArgs(errors=errors) from None
         values = checked.model_dump(by_alias=True)
         return {a.name: values[a.name] for a in self.arguments}
 

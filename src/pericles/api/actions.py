@@ -19,7 +19,7 @@ from pericles.actions.hooks import DELIVERY_HEADERS, SIGNATURE_HEADER, hook_args
 from pericles.actions.source import ActionSource
 from pericles.api.auth import CallerDep, TokenDep, for_limited_tokens
 from pericles.api.deps import ServiceDep, SettingsDep
-from pericles.api.payloads import _invalid, _read_body, _size_errors
+from pericles.api.payloads import _invalid, _read_body
 from pericles.api.problems import Problem
 from pericles.api.render import JSONResponse
 from pericles.errors import ActionNotFound
@@ -110,16 +110,12 @@ def _action(request: Request, name: str, token: Token | None) -> Action:
 
 async def _create(
     service: ServiceDep,
-    settings: SettingsDep,
     action: Action,
     args: Any,
     idempotency_key: str | None,
     created_by: str | None,
 ) -> Response:
     spec, invocation = action.invoke(args)
-    errors = _size_errors(spec, settings)
-    if errors:
-        raise _invalid(errors)
     record = await service.create(spec, idempotency_key, created_by, invocation)
     if record.action != action.name:
         # The key named another request's payload: never hand that one to this caller.
@@ -164,7 +160,7 @@ async def run_action(
 ) -> Response:
     action = _action(request, name, token)
     body = _run_request(await _read_body(request, settings.max_body))
-    return await _create(service, settings, action, body.args, idempotency_key, created_by)
+    return await _create(service, action, body.args, idempotency_key, created_by)
 
 
 @hook_router.post(
@@ -201,9 +197,7 @@ async def hook_action(
     if not deliveries.note(keys, action.hook.replay_window):
         raise Problem(409, "replayed-delivery", "this delivery was received already; ignored")
     try:
-        return await _create(
-            service, settings, action, hook_args(action.hook.pointers, data), None, None
-        )
+        return await _create(service, action, hook_args(action.hook.pointers, data), None, None)
     except BaseException:
         deliveries.forget(keys)  # not acted on: the sender may try again
         raise

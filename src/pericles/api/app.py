@@ -1,18 +1,17 @@
-"""The ASGI app: routes, error mapping, and the service's life inside the app's lifespan."""
+"""The ASGI app: routes and error mapping over a service built elsewhere (`pericles.server`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
-from pericles import __version__, process
-from pericles import policy as command_policy
+from pericles import __version__
 from pericles.actions.hooks import Deliveries
 from pericles.actions.source import ActionSource
 from pericles.api import actions, check, control, events, operations, output, payloads, problems
@@ -20,12 +19,9 @@ from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.render import RenderCache
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
-from pericles.posture import log_posture
-from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
-from pericles.store import open_store
-from pericles.tokens import TokenSet, load_tokens
+from pericles.tokens import TokenSet
 
 log = logging.getLogger("pericles.api")
 
@@ -41,54 +37,35 @@ _CORS_EXPOSED = [
 ]
 
 
+#: Opens and closes what the app serves, around its life; None when the caller does.
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
 def create_app(
-    settings: Settings, tokens: TokenSet | None = None, environ: Mapping[str, str] | None = None
+    service: Service,
+    settings: Settings,
+    tokens: TokenSet,
+    metrics: Metrics,
+    lifespan: Lifespan | None = None,
+    actions_source: ActionSource | None = None,
 ) -> FastAPI:
-    """The app for `settings`; `tokens` defaults to those the settings name.
+    """The app in front of `service`; `tokens` guard it unless empty, `metrics` count it.
 
-    `environ` is the server's environment, where actions find `hook_secret_env`.
-    Raises `TokenConfigError`, `PolicyError`, `ActionsError` or `UnknownIdentity` for bad
-    settings.
+    `actions_source` holds the named actions (none when None).
     """
-    policy = command_policy.load(settings.allow, settings.policy)
-    action_source = ActionSource(settings.actions, environ or {})
-    run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
-    if tokens is None:
-        secret = settings.token.get_secret_value() if settings.token is not None else None
-        tokens = load_tokens(secret, settings.tokens_file)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.store, settings.max_output)
-        await store.open()
-        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
-        await runner.open()
-        service = Service(settings, store, runner, metrics, policy)
-        log_posture(policy, run_as)
-        await service.recover()
-        metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
-        app.state.service = service
-        action_source.watch()
-        try:
-            yield
-        finally:
-            action_source.unwatch()
-            await service.shutdown(settings.shutdown_grace)
-            await runner.close()
-            await store.close()
-
     app = FastAPI(
         title="Pericles",
         version=__version__,
         summary="Run and watch processes over HTTP",
         lifespan=lifespan,
     )
-    metrics = Metrics()
+    app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.rendered = RenderCache()
     app.state.tokens = tokens
-    app.state.actions = action_source
+    app.state.actions = actions_source or ActionSource(None, {})
+    # Hook deliveries seen lately, to refuse replays; kept across reloads of the actions.
     app.state.deliveries = Deliveries()
     problems.install(app)
     # Without tokens nothing is checked, and the OpenAPI document says so by naming no
@@ -109,6 +86,7 @@ def create_app(
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
         )
     app.include_router(operations.router)
+    # Not behind the token guard: a delivery's signature is its credential.
     app.include_router(actions.hook_router, responses=problems.PROBLEM_RESPONSES)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
