@@ -7,40 +7,8 @@ from __future__ import annotations
 
 import abc
 import builtins
-import dataclasses
 
-from pericles.model import Payload, Status
-from pericles.store.output import Piece
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ListQuery:
-    """Which records a list asks for. The defaults ask for every record, oldest first."""
-
-    #: Keep records in any of these states; empty keeps all. ERROR matches every `error:...`.
-    statuses: frozenset[Status] = frozenset()
-    #: Keep records that carry every one of these (key, value) labels.
-    labels: tuple[tuple[str, str], ...] = ()
-    #: At most this many records; None for no limit.
-    limit: int | None = None
-    #: Start after the record with this id (cursor pagination).
-    after: str | None = None
-    descending: bool = False
-
-    def matches(self, record: Payload) -> bool:
-        if self.statuses and record.state not in self.statuses:
-            return False
-        if self.labels:
-            labels = record.labels or {}
-            return all(labels.get(key) == value for key, value in self.labels)
-        return True
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Page:
-    records: list[Payload]
-    #: True when records past this page match too: ask again with `after` the last id.
-    more: bool
+from pericles.model import ListQuery, Page, Payload, Piece
 
 
 class Store(abc.ABC):

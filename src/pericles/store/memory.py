@@ -5,9 +5,9 @@ from __future__ import annotations
 import builtins
 
 from pericles.errors import PayloadNotFound
-from pericles.model import Payload
-from pericles.store.base import ListQuery, Page, Store
-from pericles.store.output import STREAMS, OutputLog, Piece
+from pericles.model import STREAMS, ListQuery, Page, Payload, Piece
+from pericles.store.base import Store
+from pericles.store.output import OutputLog
 
 
 class MemoryStore(Store):
