@@ -420,14 +420,3 @@ class Page:
     records: list[Payload]
     #: True when records past this page match too: ask again with `after` the last id.
     more: bool
-
-
-def check_transition(record: Payload, wanted: Status) -> None:
-    """Raise unless `record` may move to `wanted`; the error names both states."""
-    from pericles.errors import AlreadyTerminal, InvalidTransition
-
-    current = record.state
-    if wanted in TRANSITIONS[current]:
-        return
-    error = AlreadyTerminal if current in TERMINAL else InvalidTransition
-    raise error(record.id, record.status, wanted.value)

@@ -37,7 +37,6 @@ from pericles.model import (
     PayloadSpec,
     Piece,
     Status,
-    check_transition,
     new_id,
     signal_name,
     utcnow,
@@ -46,7 +45,7 @@ from pericles.policy import Decision, Policy
 from pericles.runner import Runner
 from pericles.service.admission import Admission
 from pericles.service.following import follow, wait_for_end
-from pericles.service.records import Records
+from pericles.service.records import Records, check_transition
 from pericles.service.recovery import Waiting, recover
 from pericles.service.run import Run
 from pericles.settings import Settings
