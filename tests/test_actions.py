@@ -28,6 +28,7 @@ from pericles.actions import load
 from tests.helpers import (
     PYTHON,
     Server,
+    pericles_path,
     post,
     release,
     run_serve,
@@ -35,7 +36,7 @@ from tests.helpers import (
     wait_for_status,
     wait_until,
 )
-from tests.test_cli import cli_env, pericles_path
+from tests.test_cli import cli_env
 
 STORES = ("memory",)
 

@@ -5,6 +5,7 @@
      +-- InvalidSpec          the request asks for something that cannot be run
      |    +-- InvalidArgs     a named action's arguments are not valid (names each one)
      +-- ActionNotFound       no action has that name
+     |    +-- InvalidSignal   a signal not on the allow-list
      +-- PolicyDenied         the command policy refuses the request (names the rule, why)
      +-- InvalidTransition    a payload cannot move from its state to the one asked
      |    +-- AlreadyTerminal the payload has ended and never changes again
@@ -61,6 +62,10 @@ class ActionNotFound(PericlesError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no action is named {name!r}")
         self.name = name
+
+
+class InvalidSignal(InvalidSpec):
+    """A signal a client may not send (not in `model.ALLOWED_SIGNALS`)."""
 
 
 class PolicyDenied(PericlesError):

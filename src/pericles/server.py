@@ -50,7 +50,7 @@ class Server:
     ) -> None:
         self.settings = settings
         self.tokens = settings_tokens(settings) if tokens is None else tokens
-        self.policy = command_policy.load(settings.allow, settings.policy)
+        self.policy = command_policy.load(settings.allow, settings.policy, process.HOST_PATHS)
         self.actions = ActionSource(settings.actions, environ or {})
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
