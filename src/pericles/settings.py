@@ -36,9 +36,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PERICLES_",
         extra="forbid",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="handler-serve",
     )
 
     host: Annotated[str, Field(description="Address to listen on")] = "127.0.0.1"
