@@ -82,7 +82,11 @@ def test_client_side_errors_name_the_option(server: Server) -> None:
             127,
             "pericles: /nonexistent/x could not start: No such file or directory",
         ),
-        (["--timeout", "0.3", "/bin/sleep", "30"], 124, "pericles: /bin/sleep timed out after 0.3s"),
+        (
+            ["--timeout", "0.3", "/bin/sleep", "30"],
+            124,
+            "pericles: /bin/sleep timed out after 0.3s",
+        ),
         (["/bin/sh", "-c", "kill -KILL $$"], 137, "pericles: /bin/sh was killed by SIGKILL"),
         (["/bin/sh", "-c", "echo out; exit 3"], 3, None),
     ],
