@@ -69,9 +69,9 @@ def test_every_bad_value_is_one_line_never_a_traceback(
 
 def test_client_side_errors_name_the_option(server: Server) -> None:
     done = pericles(server, "run", "--timeout", "0", "--", "/bin/true")
-    assert done.stderr == "pericles: --timeout: must be greater than 0, got 0.0\n"
+    assert done.stderr == "pericles: --timeout: must be greater than 0\n"
     empty = pericles(server, "run", "--", "")
-    assert empty.stderr == "pericles: CMD: must not be empty, got ''\n"
+    assert empty.stderr == "pericles: CMD: must not be empty\n"
 
 
 @pytest.mark.parametrize(

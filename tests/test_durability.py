@@ -215,7 +215,7 @@ def test_a_second_server_cannot_share_the_file(tmp_path: Path) -> None:
     with running_server(*store_args(db)):
         result = start_on(db)
     assert result.returncode == 1
-    assert "database is locked" in result.stderr
+    assert f"another server is using {db}" in result.stderr
 
 
 def test_a_queued_payload_with_secrets_does_not_start_without_them(tmp_path: Path) -> None:

@@ -12,14 +12,14 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from pericles import __version__, validation
+from pericles import __version__
 from pericles.cli import exitcodes, render
 from pericles.cli.attach import attach
 from pericles.client import (
@@ -27,10 +27,12 @@ from pericles.client import (
     Client,
     ClientError,
     OutputChunk,
+    SpecNotValid,
     StillActive,
     StreamName,
     Unauthorized,
 )
+from pericles.errors import FieldError
 
 
 class _Argument(typer.core.TyperArgument):
@@ -181,6 +183,7 @@ def run(
         bool, typer.Option("--wait", "-w", help="Stream its output and exit as it does")
     ] = False,
     timeout: Annotated[
+        # No bounds here: the payload model's are the server's, checked before sending.
         float | None,
         typer.Option(metavar="SECONDS", help="Kill it after this many seconds (wall clock)"),
     ] = None,
@@ -443,17 +446,14 @@ _SPEC_OPTIONS = {
 }
 
 
-def _invalid(exc: ValidationError) -> list[str]:
+def _invalid(errors: Sequence[FieldError]) -> list[str]:
     """A spec refused before it was sent, one line per problem, named as typed."""
     lines = []
-    for error in exc.errors(include_url=False):
-        loc = error["loc"]
-        name = _SPEC_OPTIONS.get(str(loc[0]), str(loc[0])) if loc else ""
-        rest = validation.location(loc[1:])
+    for error in errors:
+        field, _, rest = error.loc.partition(".")
+        name = _SPEC_OPTIONS.get(field, field)
         where = f"{name} {rest}".strip() if name else "the payload"
-        value = error.get("input")
-        got = f", got {validation.shown(value)}" if loc and error["type"] != "missing" else ""
-        lines.append(f"{where}: {validation.words(error)}{got}")
+        lines.append(f"{where}: {error.msg}")
     return lines
 
 
@@ -477,13 +477,13 @@ def main(argv: list[str] | None = None) -> None:
         hint = f"pericles {command} --help".replace("  ", " ")
         print(f"pericles: {message} (see {hint})", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", exitcodes.USAGE))
+    except SpecNotValid as exc:
+        for line in _invalid(exc.errors):
+            print(f"pericles: {line}", file=sys.stderr)
+        sys.exit(exitcodes.for_error(exc))
     except ClientError as exc:
         _report(exc)
         sys.exit(exitcodes.for_error(exc))
-    except ValidationError as exc:
-        for line in _invalid(exc):
-            print(f"pericles: {line}", file=sys.stderr)
-        sys.exit(exitcodes.USAGE)
     except OSError as exc:  # --stdin FILE unreadable, and the like
         print(f"pericles: {exc}", file=sys.stderr)
         sys.exit(exitcodes.ERROR)
