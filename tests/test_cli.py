@@ -311,7 +311,7 @@ def test_what_the_model_refuses_is_one_line_before_sending(
     for bad in ("0", "-1", "nan"):
         done = pericles(server, "run", "--timeout", bad, "--", "/bin/true")
         assert (done.returncode, done.stdout) == (2, "")
-        assert done.stderr.startswith("pericles: timeout: "), done.stderr
+        assert done.stderr.startswith("pericles: --timeout: "), done.stderr
         assert done.stderr.count("\n") == 1
     assert client.get("/payloads").json() == before
 
