@@ -57,6 +57,7 @@ def records_by_id(client: httpx.Client) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in records}
 
 
+@pytest.mark.slow
 def test_every_201_survives_kill_9(tmp_path: Path) -> None:
     db = tmp_path / "pericles.db"
     server = start_server(*store_args(db))
@@ -210,6 +211,7 @@ def test_an_unusable_database_is_refused_in_one_line(
     assert str(db) in result.stderr
 
 
+@pytest.mark.slow
 def test_a_second_server_cannot_share_the_file(tmp_path: Path) -> None:
     db = tmp_path / "pericles.db"
     with running_server(*store_args(db)):

@@ -113,6 +113,7 @@ def _fuzz(operation: Operation, mode: GenerationMode, absent: Path) -> None:
 
 # Plain Hypothesis over Schemathesis' strategies rather than its pytest plugin, which
 # reads pytest internals that pytest 9 no longer has.
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_the_api_matches_its_description(
     fuzzed: Server, absent_dir: Path, mode: GenerationMode
@@ -131,6 +132,7 @@ def test_the_api_matches_its_description(
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.slow  # it checks what the fuzz run above created
 def test_no_fuzzed_payload_ever_ran(fuzzed: Server) -> None:
     with fuzzed.client() as client:
         records = client.get("/payloads").json()

@@ -108,3 +108,8 @@ def test_the_root_is_an_index_of_links(client: httpx.Client) -> None:
     index = client.get("/").json()
     for name in ("payloads", "docs", "openapi", "metrics"):
         assert client.get(index["links"][name]).status_code == 200
+
+
+def test_the_document_marks_all_but_the_seeds_fields_optional(client: httpx.Client) -> None:
+    payload = client.get("/openapi.json").json()["components"]["schemas"]["Payload"]
+    assert sorted(payload["required"]) == ["cmd", "id", "params", "status"]

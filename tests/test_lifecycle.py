@@ -124,6 +124,7 @@ def test_stdin_is_empty(client: httpx.Client, tmp_path: Path) -> None:
     assert out.read_bytes() == b""
 
 
+@pytest.mark.slow
 def test_500_concurrent_creates_none_lost(server: Server, client: httpx.Client) -> None:
     async def create_many() -> list[str]:
         limits = httpx.Limits(max_connections=50)
