@@ -29,6 +29,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "logs": (),
         "tokens": (),
         "lifecycle": (),
+        "validation": (),
         # Leaves that do one thing.
         "process": ("model", "errors"),
         "store": ("model", "errors"),
@@ -53,12 +54,22 @@ ALLOWED: dict[str, frozenset[str]] = {
             "redact",
         ),
         # HTTP in front of the service: no store, process, runner or policy.
-        "api": ("model", "errors", "settings", "service", "metrics", "tokens", "actions"),
+        "api": (
+            "model",
+            "errors",
+            "settings",
+            "service",
+            "metrics",
+            "tokens",
+            "validation",
+            "actions",
+        ),
         # Speaks HTTP only.
-        "client": ("model", "errors"),
-        "cli": ("model", "errors", "client"),
+        "client": ("model", "errors", "validation"),
+        "cli": ("model", "errors", "client", "validation"),
         # Entry points and the composition root.
         "cli.serve": (
+            "validation",
             "model",
             "errors",
             "settings",
@@ -70,6 +81,8 @@ ALLOWED: dict[str, frozenset[str]] = {
             "policy",
             "process",
         ),
+        # handler-serve's flags, made from Settings.
+        "cli.flags": ("settings", "validation"),
         "posture": ("policy", "process"),
         "server": (
             "model",

@@ -240,19 +240,23 @@ def test_logs_follows_until_the_end(server: Server, client: httpx.Client, tmp_pa
     os.mkfifo(gate)
     script = 'echo a; echo b >&2; read x < "$0"; echo c'
     payload_id = post(client, "/bin/sh", "-c", script, str(gate))["id"]
-    follower = start(server, "logs", "-f", payload_id, stdout=subprocess.PIPE)
+    follower = start(
+        server, "logs", "-f", payload_id, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         assert follower.stdout is not None
-        # Both lines arrive while the payload still waits at its gate: followed, not replayed.
-        assert [follower.stdout.readline(), follower.stdout.readline()] == ["a\n", "b\n"]
+        assert follower.stderr is not None
+        # Both lines arrive while the payload still waits at its gate: followed, not replayed;
+        # each on its own stream, as `run --wait` writes them.
+        assert [follower.stdout.readline(), follower.stderr.readline()] == ["a\n", "b\n"]
         assert client.get(f"/payloads/{payload_id}").json()["status"] == "working"
         release(gate)
-        rest, _ = follower.communicate(timeout=30)
+        rest, more_errors = follower.communicate(timeout=30)
     finally:
         if follower.poll() is None:
             follower.kill()
             follower.wait()
-    assert (follower.returncode, rest) == (0, "c\n")
+    assert (follower.returncode, rest, more_errors) == (0, "c\n", "")
     errors = pericles(server, "logs", "--stderr", payload_id)
     assert errors.stdout == "b\n"
 
@@ -299,7 +303,7 @@ def test_what_the_model_refuses_is_one_line_before_sending(
     for bad in ("0", "-1", "nan"):
         done = pericles(server, "run", "--timeout", bad, "--", "/bin/true")
         assert (done.returncode, done.stdout) == (2, "")
-        assert done.stderr.startswith("pericles: timeout: "), done.stderr
+        assert done.stderr.startswith("pericles: --timeout: "), done.stderr
         assert done.stderr.count("\n") == 1
     assert client.get("/payloads").json() == before
 

@@ -120,6 +120,7 @@ def test_events_of_an_unknown_payload_is_404(client: httpx.Client) -> None:
     assert response.status_code == 404
 
 
+@pytest.mark.slow
 def test_two_hundred_clients_follow_one_payload(server: Server, tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)

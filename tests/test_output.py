@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import Server, post, release, server_rss, wait_for_status
 
@@ -20,6 +21,7 @@ def gated(fifo: Path, before: str, after: str) -> list[str]:
     return ["/bin/sh", "-c", script, str(fifo)]
 
 
+@pytest.mark.slow
 def test_fifty_megabytes_keep_head_and_tail_in_bounded_memory(
     server: Server, client: httpx.Client
 ) -> None:

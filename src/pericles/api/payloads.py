@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from pericles.api.auth import CallerDep, TokenDep, for_limited_tokens
 from pericles.api.deps import ServiceDep, SettingsDep
-from pericles.api.problems import Problem
+from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse, RenderCache
 from pericles.model import MAX_WAIT, ListQuery, Payload, PayloadSpec, Status
 
@@ -95,11 +95,7 @@ def _parse_spec(body: bytes) -> PayloadSpec:
     try:
         spec = PayloadSpec.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"loc": ".".join(str(part) for part in e["loc"]), "msg": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise _invalid(errors) from exc
+        raise _invalid(validation_errors(exc)) from exc
     return spec
 
 

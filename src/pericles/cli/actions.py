@@ -20,7 +20,7 @@ from rich.table import Table
 from pericles.cli import render
 from pericles.client import Client
 
-ClientOf = Callable[[typer.Context], Client]
+ClientOf = Callable[[typer.Context, str | None, str | None], Client]
 AttachOrCancel = Callable[[Client, str], int]
 
 DO_HELP = """Run the named action NAME with its arguments as options; print the payload's id.
@@ -73,6 +73,25 @@ def _option(name: str, prop: dict[str, Any], required: bool) -> click.Option:
     return click.Option([flag, name], type=kind_type, required=required, help=help_text)
 
 
+def _connection_options() -> list[click.Parameter]:
+    """--server and --token, accepted after the action's name as after any command."""
+    return [
+        click.Option(["--server", "-s"], metavar="URL", help="Server URL [env: PERICLES_URL]"),
+        click.Option(["--token"], metavar="TOKEN", help="Bearer token [env: PERICLES_TOKEN]"),
+    ]
+
+
+def _connection(args: list[str]) -> tuple[str | None, str | None]:
+    """The --server and --token among `args`, before the action's options are known."""
+    probe = click.Command(
+        "probe",
+        params=_connection_options(),
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    ctx = probe.make_context("probe", list(args), resilient_parsing=True)
+    return ctx.params.get("server"), ctx.params.get("token")
+
+
 def _command(info: dict[str, Any], run: Callable[..., None]) -> click.Command:
     schema = info.get("args_schema", {})
     required = set(schema.get("required", ()))
@@ -83,6 +102,7 @@ def _command(info: dict[str, Any], run: Callable[..., None]) -> click.Command:
         click.Option(["--wait", "-w"], is_flag=True, help="Stream its output, exit as it does")
     )
     params.append(click.Option(["--json"], is_flag=True, help="Print the record as JSON"))
+    params += _connection_options()
     help_text = info.get("title") or info["name"]
     if info.get("description"):
         help_text += f"\n\n{info['description']}"
@@ -98,9 +118,17 @@ def register(app: typer.Typer, client_of: ClientOf, attach_or_cancel: AttachOrCa
         as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = (
             False
         ),
+        server: Annotated[
+            str | None,
+            typer.Option("--server", "-s", metavar="URL", help="Server URL [env: PERICLES_URL]"),
+        ] = None,
+        token: Annotated[
+            str | None,
+            typer.Option("--token", metavar="TOKEN", help="Bearer token [env: PERICLES_TOKEN]"),
+        ] = None,
     ) -> None:
         """List the named actions this token may run, with their arguments."""
-        found = client_of(ctx).actions()
+        found = client_of(ctx, server, token).actions()
         if as_json:
             render.print_json(found)
             return
@@ -127,10 +155,10 @@ def register(app: typer.Typer, client_of: ClientOf, attach_or_cancel: AttachOrCa
         if name is None or name in ("--help", "-h"):
             typer.echo(ctx.get_help())
             return
-        client = client_of(ctx)
+        client = client_of(ctx, *_connection(list(ctx.args)))
         info = client.action(name)
 
-        def run(wait: bool, json: bool, **given: Any) -> None:
+        def run(wait: bool, json: bool, server: Any, token: Any, **given: Any) -> None:
             args = {key: value for key, value in given.items() if value is not None}
             record = client.run_action(name, args)
             if json and not wait:

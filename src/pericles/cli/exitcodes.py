@@ -12,6 +12,8 @@ A waited-for payload (`run --wait`, `wait`) hands on its own outcome, the way a 
 | `lost` (its server died while it ran)     | 125, as `timeout` when it fails itself |
 
 The payloads' codes come from `pericles.model.OUTCOMES`, one row per status.
+Every ending but an exit by itself also prints one line on stderr saying what happened
+(`ending`), so stdout stays the payload's own.
 
 The command's own failures:
 
@@ -78,3 +80,22 @@ def for_error(error: ClientError) -> int:
     if isinstance(error, SpecNotValid):
         return USAGE
     return ERROR
+
+
+def ending(record: Payload) -> str | None:
+    """One line on how a payload ended, unless it exited by itself (its code says it)."""
+    state = record.state
+    if state is Status.FINISHED:
+        return f"{record.cmd} was killed by {record.signal}" if record.signal else None
+    if state is Status.ERROR:
+        reason = record.status.partition("':")[2] or record.status
+        return f"{record.cmd} could not start: {reason}"
+    if state is Status.TIMEOUT:
+        limit = record.idle_timeout if record.timeout_reason == "idle" else record.timeout
+        why = "without output for" if record.timeout_reason == "idle" else "after"
+        return f"{record.cmd} timed out {why} {limit:g}s" if limit else f"{record.cmd} timed out"
+    if state is Status.CANCELLED:
+        return f"{record.cmd} was cancelled"
+    if state is Status.LOST:
+        return f"{record.cmd} was lost: its server stopped while it ran"
+    return None

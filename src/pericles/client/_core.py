@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from pericles import __version__
+from pericles import __version__, validation
 from pericles.client.errors import (
     AmbiguousId,
     NotFound,
@@ -171,7 +171,7 @@ def spec_of(
         return PayloadSpec.model_validate({"cmd": spec, "params": list(params), **fields})
     except ValidationError as exc:
         found = [
-            FieldError(".".join(str(part) for part in e["loc"]), e["msg"])
+            FieldError(validation.location(e["loc"]), validation.words(e))
             for e in exc.errors(include_url=False)
         ]
         raise SpecNotValid(errors=found) from None
