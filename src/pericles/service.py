@@ -153,6 +153,11 @@ class Service:
         return None
 
     @property
+    def containment(self) -> str:
+        """How a payload's processes are kept together: "cgroup" or "session"."""
+        return self._runner.containment()
+
+    @property
     def running_count(self) -> int:
         return len(self._runs)
 
@@ -648,7 +653,9 @@ class Service:
 
     async def _lose(self, record: Payload, same_boot: bool) -> None:
         if same_boot and record.pid is not None and record.started_at is not None:
-            killed = self._runner.kill_leftovers(record.pid, record.started_at.timestamp())
+            killed = self._runner.kill_leftovers(
+                record.id, record.pid, record.started_at.timestamp()
+            )
             if killed:
                 log.warning("payload %s: killed %d leftover process(es)", record.id, killed)
         # Its counts were stored at its last transition; its output, until the crash.

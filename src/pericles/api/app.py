@@ -54,7 +54,7 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.store, settings.max_output)
         await store.open()
-        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
+        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as, settings.containment)
         await runner.open()
         service = Service(settings, store, runner, metrics, policy)
         log_posture(policy, run_as)

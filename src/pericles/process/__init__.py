@@ -3,7 +3,9 @@
 Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
+from pericles.process.cgroup import Usage
 from pericles.process.child import Child, Exit, OutputSink
+from pericles.process.contain import Containment
 from pericles.process.exe import DigestCache, Resolved, canonical, identify
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
@@ -23,6 +25,7 @@ __all__ = [
     "DEFAULT_PATH",
     "RLIMITS",
     "Child",
+    "Containment",
     "DigestCache",
     "Exit",
     "OutputSink",
@@ -34,6 +37,7 @@ __all__ = [
     "StdinWriter",
     "Stdio",
     "UnknownIdentity",
+    "Usage",
     "become_subreaper",
     "boot_id",
     "canonical",
