@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import logging.config
+import resource
 import signal
 import sys
 
@@ -75,11 +77,40 @@ def check_exposure(settings: Settings, tokens: TokenSet) -> str | None:
     )
 
 
+#: Descriptors kept back from connections whatever the settings: the store, logs, the loop.
+_BASE_RESERVE = 128
+#: Descriptors a running payload may hold: three pipes, its pidfd, its cgroup, a spare.
+_PER_PAYLOAD = 8
+
+
+def raise_open_files() -> int:
+    """Raise the open-file soft limit to the hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def connection_limit(open_files: int, max_running: int) -> int:
+    """Connections that still leave descriptors for `max_running` payloads (0: no limit on
+    them, so half of all) and the server's own files."""
+    if max_running:
+        reserve = _BASE_RESERVE + _PER_PAYLOAD * max_running
+    else:
+        reserve = max(open_files // 2, _BASE_RESERVE)
+    return max(open_files - reserve, 16)
+
+
 def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> None:
     config_dict = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config_dict)
     if warning:
         log.warning("%s", warning)
+    open_files = raise_open_files()
+    max_connections = settings.max_connections or connection_limit(open_files, settings.max_running)
+    log.info("open files: up to %d; connections: up to %d", open_files, max_connections)
     try:
         app = create_app(settings, tokens)
     except (PolicyError, UnknownIdentity) as exc:
@@ -94,7 +125,12 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
         # An open output stream never ends by itself: without a bound, shutdown would wait on it.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
         loop="uvloop",
-        http=bounded_head_protocol(settings.max_header_bytes, settings.header_timeout),
+        http=bounded_head_protocol(
+            settings.max_header_bytes,
+            settings.header_timeout,
+            settings.body_timeout,
+            max_connections,
+        ),
         timeout_keep_alive=settings.keep_alive_timeout,
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,

@@ -144,19 +144,7 @@ def spawn(
     pid = 0
     try:
         cgroup = containment.new_cgroup(payload_id or uuid.uuid4().hex)
-        # os.pipe() fds are close-on-exec; dup2 onto 0, 1 and 2 makes just the child's ends
-        # inherited.
-        in_r, in_w = -1, -1
-        if stdio.pipe or stdio.data is not None:
-            in_r, in_w = os.pipe()
-            theirs.append(in_r)
-            ours.append(in_w)
-        out_r, out_w = os.pipe()
-        ours.append(out_r)
-        theirs.append(out_w)
-        err_r, err_w = os.pipe()
-        ours.append(err_r)
-        theirs.append(err_w)
+        in_r, in_w, out_r, out_w, err_r, err_w = _pipes(stdio, ours, theirs)
         if cwd is None and not limits and run_as is None:
             pid = _posix_spawn(executable, argv, env, [in_r, out_w, err_w])
             if cgroup is not None:
@@ -191,6 +179,25 @@ def spawn(
 
 
 _SESSION_ONLY = Containment(None, "not asked for")
+
+
+def _pipes(stdio: Stdio, ours: list[int], theirs: list[int]) -> tuple[int, ...]:
+    """The child's stdin (-1, -1 for /dev/null), stdout and stderr pipes, as (read, write)
+    pairs; each end is noted in `ours` or `theirs` as soon as it exists."""
+    # os.pipe() fds are close-on-exec; dup2 onto 0, 1 and 2 makes just the child's ends
+    # inherited.
+    in_r, in_w = -1, -1
+    if stdio.pipe or stdio.data is not None:
+        in_r, in_w = os.pipe()
+        theirs.append(in_r)
+        ours.append(in_w)
+    out_r, out_w = os.pipe()
+    ours.append(out_r)
+    theirs.append(out_w)
+    err_r, err_w = os.pipe()
+    ours.append(err_r)
+    theirs.append(err_w)
+    return in_r, in_w, out_r, out_w, err_r, err_w
 
 
 def _close(fds: list[int]) -> None:
