@@ -145,7 +145,9 @@ class Service:
         try:
             await self._store.ping()
         except Exception as exc:
-            return f"the store is unusable: {exc}"
+            # The detail goes to unauthenticated callers: no path or error text there.
+            log.warning("not ready: the store is unusable: %s", exc)
+            return "store unavailable"
         try:
             await self._runner.ping()
         except Exception as exc:
