@@ -124,7 +124,7 @@ def test_junk_last_event_ids_are_400_on_both_feeds(client: httpx.Client) -> None
     record = create(client, "/bin/true")
     for bad in JUNK_IDS:
         for url in (f"/payloads/{record['id']}/events", "/events"):
-            response = client.get(url, headers={"Last-Event-ID": bad})
+            response = client.get(url, headers={b"Last-Event-ID": bad})
             assert response.status_code == 400, (url, bad[:20])
             assert response.headers["content-type"] == "application/problem+json"
 
