@@ -100,7 +100,6 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
         log.warning("%s", warning)
     open_files = raise_open_files()
     max_connections = settings.max_connections or connection_limit(open_files, settings.max_running)
-    log.info("open files: up to %d; connections: up to %d", open_files, max_connections)
     try:
         server = Server(settings, tokens)
     except (PolicyError, UnknownIdentity) as exc:
@@ -137,13 +136,17 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(_run(server, uvicorn.Server(config)))
+            runner.run(_run(server, uvicorn.Server(config), open_files, max_connections))
     except StoreUnavailable as exc:
         raise _store_failed(settings, exc) from None
 
 
-async def _run(server: Server, uvicorn_server: uvicorn.Server) -> None:
+async def _run(
+    server: Server, uvicorn_server: uvicorn.Server, open_files: int, max_connections: int
+) -> None:
     await server.open()
+    # Logged once the store is open: a start refused for its store stays one line.
+    log.info("open files: up to %d; connections: up to %d", open_files, max_connections)
     try:
         await uvicorn_server.serve()
     finally:
