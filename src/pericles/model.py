@@ -44,7 +44,8 @@ _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.
 
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED}),
+    # PENDING -> LOST: a server died while starting it; recovery never starts it again.
+    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED, Status.LOST}),
     Status.WORKING: _ENDINGS | {Status.PAUSED},
     Status.PAUSED: _ENDINGS | {Status.WORKING},
     Status.FINISHED: frozenset(),

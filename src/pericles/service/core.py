@@ -264,14 +264,16 @@ class Service:
 
     # -- cancel, delete, signals, stdin ---------------------------------------------------
 
-    async def cancel(self, payload_id: str) -> Payload:
+    async def cancel(self, payload_id: str, why: str = "cancel") -> Payload:
         """Cancel a payload: a pending one never starts, a running one is stopped.
 
         Returns its record once it has ended; raises `AlreadyTerminal` when it had already.
         """
         waiting = self._queue.remove(payload_id)
         if waiting is not None:
-            return await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+            return await self._records.move(
+                waiting[0], Status.CANCELLED, finished_at=utcnow(), stop_reason=why
+            )
         run = self._runs.get(payload_id)
         if run is None:
             record = await self.store.get(payload_id)
@@ -279,7 +281,7 @@ class Service:
             return record
         if run.record.terminal:
             raise AlreadyTerminal(payload_id, run.record.status, Status.CANCELLED.value)
-        run.stop(Status.CANCELLED, None)
+        run.stop(Status.CANCELLED, None, why)
         return await run.ended()
 
     async def delete(self, payload_id: str, force: bool = False) -> None:
@@ -289,7 +291,7 @@ class Service:
             if not force:
                 raise StillActive(payload_id, record.status)
             with contextlib.suppress(AlreadyTerminal):
-                await self.cancel(payload_id)
+                await self.cancel(payload_id, why="delete")
         await self._records.forget(payload_id)
 
     async def _running(self, payload_id: str, action: str) -> Run:
@@ -329,11 +331,13 @@ class Service:
         self._accepting = False
         pending = len(self._queue)
         while (waiting := self._queue.pop()) is not None:
-            await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+            await self._records.move(
+                waiting[0], Status.CANCELLED, finished_at=utcnow(), stop_reason="shutdown"
+            )
         runs = list(self._runs.values())
         running = [run.execution for run in runs if run.execution is not None]
         log.info("shutdown: stopping %d running payload(s), %d pending", len(running), pending)
-        await asyncio.gather(*(execution.terminate(grace) for execution in running))
+        await asyncio.gather(*(run.shut_down(grace) for run in runs if run.execution is not None))
         # Runs not started yet see `_accepting` is off and end their payload as cancelled.
         await asyncio.gather(*(run.task for run in runs), return_exceptions=True)
         self._records.close()

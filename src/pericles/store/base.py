@@ -106,6 +106,19 @@ class Store(abc.ABC):
         """Note a value for the next start; a store that keeps nothing forgets it."""
         return None
 
+    async def mark_starting(self, payload_id: str) -> None:
+        """Note durably, before its process is started, that this pending payload may run.
+
+        A store that keeps records across restarts must have it on disk when this returns:
+        the next server then never starts the payload again (at most once). The note goes
+        with the payload's next stored record (working, or an end). Raises `StoreUnavailable`.
+        """
+        return None
+
+    async def starting(self) -> set[str]:
+        """Payloads noted by `mark_starting` whose next record was never stored."""
+        return set()
+
     async def ping(self) -> None:
         """Raise unless the store can be read and written now."""
         return None

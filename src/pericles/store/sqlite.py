@@ -34,7 +34,7 @@ from typing import ParamSpec, TypeVar
 from pydantic import TypeAdapter
 
 from pericles.errors import StoreUnavailable
-from pericles.model import Payload
+from pericles.model import Payload, Status
 from pericles.store.memory import MemoryStore
 from pericles.store.output import OutputLog
 from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, total_rows
@@ -54,6 +54,8 @@ _VACUUM_PAGES = 256
 _RETRY_DELAY = 1.0
 #: Seconds between saves of running payloads' output: what a crash may lose of it.
 _CHECKPOINT_SECONDS = 1.0
+#: Meta key prefix of a payload whose process may have been started (see `mark_starting`).
+_STARTING = "starting:"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,11 +85,15 @@ class _Batch:
     outputs: dict[str, _Snapshot] = dataclasses.field(default_factory=dict)
     deletes: set[str] = dataclasses.field(default_factory=set)
     meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Meta keys to remove (the "starting" notes of payloads that moved on).
+    unmeta: set[str] = dataclasses.field(default_factory=set)
     #: Resolved once the batch is committed: awaited by `add` and `set_meta`.
     committed: asyncio.Future[None] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.adds or self.puts or self.outputs or self.deletes or self.meta)
+        return bool(
+            self.adds or self.puts or self.outputs or self.deletes or self.meta or self.unmeta
+        )
 
 
 class SqliteStore(MemoryStore):
@@ -201,6 +207,8 @@ class SqliteStore(MemoryStore):
             self._next.adds[record.id] = record
         else:
             self._next.puts[record.id] = record
+        if record.state is not Status.PENDING:
+            self._unmark(record.id)
         # An ended payload's output never changes again: keep it with the record.
         if record.terminal:
             self._left_running.discard(record.id)
@@ -217,8 +225,22 @@ class SqliteStore(MemoryStore):
         self._next.puts.pop(payload_id, None)
         self._next.outputs.pop(payload_id, None)
         self._unsaved.discard(payload_id)
+        self._unmark(payload_id)
         self._next.deletes.add(payload_id)
         self._flush()
+
+    async def mark_starting(self, payload_id: str) -> None:
+        await self.set_meta(_STARTING + payload_id, "1")
+
+    async def starting(self) -> set[str]:
+        return {key[len(_STARTING) :] for key in self._meta if key.startswith(_STARTING)}
+
+    def _unmark(self, payload_id: str) -> None:
+        # In the same batch as the record that replaces the note: one transaction.
+        key = _STARTING + payload_id
+        if self._meta.pop(key, None) is not None:
+            self._next.meta.pop(key, None)
+            self._next.unmeta.add(key)
 
     async def get_meta(self, key: str) -> str | None:
         return self._meta.get(key)
@@ -342,6 +364,7 @@ class SqliteStore(MemoryStore):
         later.deletes |= batch.deletes
         for key, value in batch.meta.items():
             later.meta.setdefault(key, value)
+        later.unmeta |= batch.unmeta - later.meta.keys()
 
     def _retry_flush(self) -> None:
         self._retry = None
@@ -400,6 +423,8 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
     for payload_id in batch.deletes:
         conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,))
         _delete_output(conn, payload_id)
+    if batch.unmeta:
+        conn.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in batch.unmeta])
     if batch.meta:
         conn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", batch.meta.items()
