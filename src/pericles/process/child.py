@@ -166,7 +166,8 @@ class Child:
     def _on_exit(self) -> None:
         # The leader is a zombie now, still holding its pid, so the group id cannot have been
         # reused: kill whatever it left behind before reaping it (unless asked to keep it).
-        if not self._keep and self.members.remaining():
+        left = self.members.remaining()
+        if left and not self._keep:
             self.members.kill()
         try:
             _, status, rusage = os.wait4(self.pid, os.WNOHANG)
@@ -181,12 +182,12 @@ class Child:
             self.stdin.abort()
         code, sig = _decode_status(status)
         self._main_exit = Exit(code, sig, rusage)
-        self._when_gone(0.0, extras=False)
+        self._when_gone(0.0, extras=False, known_empty=not left)
 
-    def _when_gone(self, delay: float, extras: bool) -> None:
+    def _when_gone(self, delay: float, extras: bool, known_empty: bool = False) -> None:
         """Once no process of the payload is left: count, clean up, then end."""
         self._gone_timer = None
-        if self.members.remaining():
+        if not known_empty and self.members.remaining():
             delay = min(max(delay * 2, _GONE_POLL_FIRST), _GONE_POLL_MAX)
             self._gone_timer = self._loop.call_later(delay, self._when_gone, delay, True)
             return
