@@ -3,10 +3,9 @@
 Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
-from pericles.process.cgroup import Usage
 from pericles.process.child import Child, Exit, OutputSink
 from pericles.process.contain import Containment
-from pericles.process.exe import DigestCache, Resolved, canonical, identify
+from pericles.process.exe import HOST_PATHS, DigestCache, canonical, identify
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
 from pericles.process.orphans import boot_id, kill_group
@@ -23,13 +22,13 @@ from pericles.process.stdin import StdinClosed, StdinFull, StdinWriter
 
 __all__ = [
     "DEFAULT_PATH",
+    "HOST_PATHS",
     "RLIMITS",
     "Child",
     "Containment",
     "DigestCache",
     "Exit",
     "OutputSink",
-    "Resolved",
     "RunAs",
     "SpawnFailed",
     "StdinClosed",
@@ -37,7 +36,6 @@ __all__ = [
     "StdinWriter",
     "Stdio",
     "UnknownIdentity",
-    "Usage",
     "become_subreaper",
     "boot_id",
     "canonical",
