@@ -23,13 +23,17 @@ ROUNDS = 8
 PER_ROUND = 12
 
 
-def alive(pid: int) -> bool:
+def alive(token: str, pid: int) -> bool:
+    """Whether payload `token`'s process `pid` lives: its environment names the token, so a
+    reused pid does not count."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
     except OSError:
         return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
+    return stat[stat.rindex(")") + 2] not in "ZX" and f"RUN_TOKEN={token}".encode() in environ
 
 
 async def create_then_kill(server: Server, ran: Path, round_no: int, kill_after: int) -> int:
@@ -39,8 +43,9 @@ async def create_then_kill(server: Server, ran: Path, round_no: int, kill_after:
 
         async def one(i: int) -> None:
             nonlocal created
-            script = f"echo r{round_no}p{i} $$ >> {ran}; exec sleep 1000"
-            body = {"cmd": "/bin/sh", "params": ["-c", script]}
+            token = f"r{round_no}p{i}"
+            script = f"echo {token} $$ >> {ran}; exec sleep 1000"
+            body = {"cmd": "/bin/sh", "params": ["-c", script], "env": {"RUN_TOKEN": token}}
             try:
                 response = await client.post("/payloads", json=body)
             except httpx.TransportError:
@@ -87,11 +92,11 @@ def test_kill_9_around_the_spawn_never_runs_a_payload_twice(tmp_path: Path) -> N
                 after = runs(ran)
                 tokens = [token for token, _ in after]
                 assert len(tokens) == len(set(tokens)), f"round {round_no}: a payload ran twice"
-                for _, pid in before:
-                    assert not alive(pid), f"round {round_no}: a crashed server's process lives"
+                for token, pid in before:
+                    assert not alive(token, pid), f"round {round_no}: {token} outlived its server"
                 lost = [r for r in client.get("/payloads").json() if r["status"] == "lost"]
                 assert len(records) >= len(lost)
         finally:
             assert server.stop() == 0
-        assert all(not alive(pid) for _, pid in runs(ran))
+        assert not [token for token, pid in runs(ran) if alive(token, pid)]
     assert created >= ROUNDS
