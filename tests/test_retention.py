@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 from tests.helpers import (
     is_terminal,
@@ -86,6 +87,9 @@ def test_bad_list_queries_are_422(client: httpx.Client) -> None:
     assert client.get("/payloads", params={"after": "0" * 32}).status_code == 404
 
 
+# Each payload's cgroup join costs about 1 ms of kernel time on this VM (docs/benchmarks.md,
+# P9): 10,000 payloads take longer than before containment. This test is about memory.
+@pytest.mark.timeout(400)
 def test_memory_stays_flat_over_20000_payloads() -> None:
     with running_server("--keep-finished", "2000") as server:
         with server.client() as client:
@@ -97,7 +101,7 @@ def test_memory_stays_flat_over_20000_payloads() -> None:
             rss = []
             for _ in range(2):
                 assert post_many(server.port, b'{"cmd": "/bin/true"}', 10_000) == 10_000
-                wait_until(settled, 60, "the payloads to end")
+                wait_until(settled, 180, "the payloads to end")
                 rss.append(server_rss(server.pid))
         # 10,000 more payloads came and went: memory grew by at most a small margin.
         assert rss[1] < rss[0] * 1.15, rss
