@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -211,13 +211,15 @@ def start_server(
     timeout: float = 20.0,
     verify: ssl.SSLContext | bool = True,
     headers: Mapping[str, str] | None = None,
+    wrap: Sequence[str] = (),
 ) -> Server:
     """Start `handler-serve` on port 0 and return once it answers /healthz.
 
     `verify` and `headers` (e.g. an Authorization header) are the defaults of its clients.
+    `wrap` is a command that execs the server (e.g. `prlimit ... --`), keeping its pid.
     """
     full_env = {**os.environ, **(env or {})}
-    argv = [handler_serve(), *args]
+    argv = [*wrap, handler_serve(), *args]
     if "PERICLES_PORT" not in full_env and "--port" not in args:
         argv += ["--port", "0"]
     sqlite_dir = full_env.pop(SQLITE_DIR_ENV, None)

@@ -117,4 +117,10 @@ class ServiceUnavailable(PericlesError):
 
 
 class StoreUnavailable(ServiceUnavailable):
-    """The store cannot be used: a bad URL, a database that cannot be opened or written."""
+    """The store cannot be used: a bad URL, a database that cannot be opened or written.
+
+    Answered 503 with `Retry-After`: a full disk or a locked file may clear by itself.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = 5.0) -> None:
+        super().__init__(reason, retry_after)

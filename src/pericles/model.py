@@ -82,7 +82,8 @@ _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.
 
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED}),
+    # PENDING -> LOST: a server died while starting it; recovery never starts it again.
+    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED, Status.LOST}),
     Status.WORKING: _ENDINGS | {Status.PAUSED},
     Status.PAUSED: _ENDINGS | {Status.WORKING},
     Status.FINISHED: frozenset(),
@@ -320,6 +321,13 @@ class PayloadSpec(BaseModel):
         Field(ge=-(2**31), le=2**31 - 1, description="Higher starts first when queued"),
         WHOLE,
     ] = 0
+    keep_descendants: Annotated[
+        bool,
+        Field(
+            description="When the main process exits, wait for the processes it started "
+            "(the payload stays working) instead of killing them (the default)"
+        ),
+    ] = False
     # SecretStr keeps the values out of repr() and model_dump(); Payload.from_spec never
     # copies them, so no record, log line or store ever holds one.
     secret_env: Annotated[
@@ -416,6 +424,16 @@ class Payload:
     limits: dict[str, int] | None = None
     labels: dict[str, str] | None = None
     priority: int = 0
+    keep_descendants: Annotated[
+        bool | None, Field(description="true when its processes outlive its main one")
+    ] = None
+    stop_reason: Annotated[
+        str | None,
+        Field(
+            description="Why the server stopped it: cancel, timeout, delete, shutdown, or "
+            "signal (a signal sent through the API ended it); null when it ended by itself"
+        ),
+    ] = None
     exe: Annotated[
         str | None, Field(description="The file run: absolute, `..` and symlinks resolved")
     ] = None
@@ -474,6 +492,7 @@ class Payload:
             limits=spec.limits.given() if spec.limits is not None else None,
             labels=spec.labels,
             priority=spec.priority,
+            keep_descendants=spec.keep_descendants or None,
             created_by=created_by,
             secret_env_names=sorted(spec.secret_env) if spec.secret_env else None,
             action=invocation.action if invocation is not None else None,

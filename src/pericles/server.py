@@ -55,7 +55,9 @@ class Server:
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.max_output)
-        self.runner = LocalRunner(settings.inherit_env, settings.max_stdin, self.run_as)
+        self.runner = LocalRunner(
+            settings.inherit_env, settings.max_stdin, self.run_as, settings.containment
+        )
         self.service = Service(settings, self.store, self.runner, self.metrics, self.policy)
 
     async def open(self) -> None:

@@ -129,6 +129,14 @@ class Settings(BaseSettings):
             "(may be the --policy file); SIGHUP reloads it"
         ),
     ] = None
+    containment: Annotated[
+        Literal["auto", "cgroup", "session"],
+        Field(
+            description="How a payload's processes are kept together and killed: one cgroup "
+            "v2 each (cgroup), process group and session only (session), or cgroup where it "
+            "can be created (auto)"
+        ),
+    ] = "auto"
     run_as: Annotated[
         str | None,
         Field(
@@ -171,6 +179,17 @@ class Settings(BaseSettings):
     header_timeout: Annotated[
         float, Field(gt=0, description="Seconds a client has to send a request's headers")
     ] = 10.0
+    body_timeout: Annotated[
+        float, Field(gt=0, description="Seconds a client has to send a request's whole body")
+    ] = 30.0
+    max_connections: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="Open connections at once; past it new ones get a fast 503 (default: "
+            "the open-file limit less a reserve for payload pipes)",
+        ),
+    ] = None
     keep_alive_timeout: Annotated[
         int, Field(ge=1, description="Seconds an idle connection stays open")
     ] = 5

@@ -4,6 +4,7 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
 from pericles.process.child import Child, Exit, OutputSink
+from pericles.process.contain import Containment
 from pericles.process.exe import HOST_PATHS, DigestCache, canonical, identify
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
@@ -24,6 +25,7 @@ __all__ = [
     "HOST_PATHS",
     "RLIMITS",
     "Child",
+    "Containment",
     "DigestCache",
     "Exit",
     "OutputSink",

@@ -20,12 +20,17 @@ def _exited(result: process.Exit) -> Exited:
     usage = result.rusage
     if usage is None:
         return Exited(result.exit_code, result.signal)
+    counted = result.usage
+    # The cgroup counts every process of the payload, waited for or not; rusage only those
+    # the main process waited for. Peak memory comes from the cgroup when it has a memory
+    # controller, else from the largest process the main one waited for.
     return Exited(
         result.exit_code,
         result.signal,
-        cpu_user_seconds=usage.ru_utime,
-        cpu_system_seconds=usage.ru_stime,
-        max_rss_bytes=usage.ru_maxrss * 1024,  # Linux counts it in KiB
+        cpu_user_seconds=counted.user_seconds if counted else usage.ru_utime,
+        cpu_system_seconds=counted.system_seconds if counted else usage.ru_stime,
+        max_rss_bytes=(counted.max_rss_bytes if counted and counted.max_rss_bytes else None)
+        or usage.ru_maxrss * 1024,  # Linux counts it in KiB
     )
 
 
@@ -83,6 +88,7 @@ class LocalRunner(Runner):
         inherit_env: bool = False,
         max_stdin: int = 1024 * 1024,
         run_as: process.RunAs | None = None,
+        containment: str = "auto",
     ) -> None:
         base: dict[str, str] = {"PATH": process.DEFAULT_PATH}
         if inherit_env:
@@ -92,20 +98,33 @@ class LocalRunner(Runner):
         self._max_stdin = max_stdin
         self._run_as = run_as
         self._digests = process.DigestCache()
+        self._containment_mode = containment
+        self._containment = process.Containment(None, "not opened yet")
 
     async def open(self) -> None:
+        """Become a subreaper and set up containment; raises `OSError` when
+        `--containment cgroup` was asked and cgroups cannot be used."""
         process.become_subreaper()
+        self._containment = process.Containment.create(self._containment_mode)
+        log.info("containment: %s", self._containment.describe())
 
     async def close(self) -> None:
+        self._containment.close()
         strays = process.kill_strays()
         if strays:
             log.warning("killed %d process(es) that escaped their payload's group", strays)
 
+    def containment(self) -> str:
+        return self._containment.kind
+
     def host_boot(self) -> str | None:
         return process.boot_id()
 
-    def kill_leftovers(self, pid: int, started_after: float) -> int:
-        return process.kill_group(pid, started_after)
+    def kill_leftovers(self, payload_id: str, pid: int | None, started_after: float) -> int:
+        killed = self._containment.kill_leftovers(payload_id)
+        if killed is not None:
+            return killed
+        return process.kill_group(pid, started_after) if pid is not None else 0
 
     def check(self, spec: PayloadSpec) -> list[FieldError]:
         if spec.cwd is not None and (why := process.check_cwd(spec.cwd)) is not None:
@@ -155,6 +174,9 @@ class LocalRunner(Runner):
                 limits=spec.limits.given() if spec.limits is not None else None,
                 executable=resolved.exe if resolved is not None else None,
                 run_as=self._run_as,
+                containment=self._containment,
+                payload_id=payload_id,
+                keep_descendants=bool(spec.keep_descendants),
             )
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc

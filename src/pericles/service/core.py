@@ -93,6 +93,11 @@ class Service:
         return len(self._runs) + self.pending_count
 
     @property
+    def containment(self) -> str:
+        """How a payload's processes are kept together: "cgroup" or "session"."""
+        return self._runner.containment()
+
+    @property
     def running_count(self) -> int:
         return len(self._runs)
 
@@ -107,7 +112,9 @@ class Service:
         try:
             await self.store.ping()
         except Exception as exc:
-            return f"the store is unusable: {exc}"
+            # The detail goes to unauthenticated callers: no path or error text there.
+            log.warning("not ready: the store is unusable: %s", exc)
+            return "store unavailable"
         try:
             await self._runner.ping()
         except Exception as exc:
@@ -297,7 +304,7 @@ class Service:
 
     # -- cancel, delete, signals, stdin ---------------------------------------------------
 
-    async def cancel(self, payload_id: str) -> Payload:
+    async def cancel(self, payload_id: str, why: str = "cancel") -> Payload:
         """Cancel a payload: a pending one never starts, a running one is stopped.
 
         Returns its record once it has ended; raises `AlreadyTerminal` when it had already.
@@ -306,7 +313,9 @@ class Service:
         if waiting is not None:
             self._unlock(waiting[0])  # a lock passed on to it, not yet started
             self._schedule()
-            return await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+            return await self._records.move(
+                waiting[0], Status.CANCELLED, finished_at=utcnow(), stop_reason=why
+            )
         run = self._runs.get(payload_id)
         if run is None:
             record = await self.store.get(payload_id)
@@ -314,7 +323,7 @@ class Service:
             return record
         if run.record.terminal:
             raise AlreadyTerminal(payload_id, run.record.status, Status.CANCELLED.value)
-        run.stop(Status.CANCELLED, None)
+        run.stop(Status.CANCELLED, None, why)
         return await run.ended()
 
     async def delete(self, payload_id: str, force: bool = False) -> None:
@@ -324,7 +333,7 @@ class Service:
             if not force:
                 raise StillActive(payload_id, record.status)
             with contextlib.suppress(AlreadyTerminal):
-                await self.cancel(payload_id)
+                await self.cancel(payload_id, why="delete")
         await self._records.forget(payload_id)
 
     async def _running(self, payload_id: str, action: str) -> Run:
@@ -367,13 +376,17 @@ class Service:
         self._accepting = False
         pending = self.pending_count
         while (waiting := self._queue.pop()) is not None:
-            await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+            await self._records.move(
+                waiting[0], Status.CANCELLED, finished_at=utcnow(), stop_reason="shutdown"
+            )
         for waiting in self._locks.drain():
-            await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+            await self._records.move(
+                waiting[0], Status.CANCELLED, finished_at=utcnow(), stop_reason="shutdown"
+            )
         runs = list(self._runs.values())
         running = [run.execution for run in runs if run.execution is not None]
         log.info("shutdown: stopping %d running payload(s), %d pending", len(running), pending)
-        await asyncio.gather(*(execution.terminate(grace) for execution in running))
+        await asyncio.gather(*(run.shut_down(grace) for run in runs if run.execution is not None))
         # Runs not started yet see `_accepting` is off and end their payload as cancelled.
         await asyncio.gather(*(run.task for run in runs), return_exceptions=True)
         self._records.close()

@@ -22,13 +22,15 @@ import builtins
 import collections
 
 from pericles.errors import PayloadNotFound, StoreUnavailable
-from pericles.model import STREAMS, ListQuery, Page, Payload, Piece
+from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
 from pericles.store.output import OutputLog
 
 #: Seconds between saves of running payloads' output: what a crash may lose of it.
 CHECKPOINT_SECONDS = 1.0
 #: Logs read back from a backend kept in memory for readers that come back.
 _RESTORED_CACHE = 32
+#: Meta key prefix of a payload whose process may have been started (`mark_starting`).
+_STARTING = "starting:"
 
 
 class Store:
@@ -89,6 +91,8 @@ class Store:
         if record.id not in self._records:
             raise PayloadNotFound(record.id)
         self._records[record.id] = record
+        if record.state is not Status.PENDING:
+            self._unmark(record.id)
         final: OutputLog | None = None
         if record.terminal:
             # An ended payload's output never changes again: persisted with its record.
@@ -135,6 +139,7 @@ class Store:
         self._restored.pop(payload_id, None)
         self._unsaved.discard(payload_id)
         self._left_running.discard(payload_id)
+        self._unmark(payload_id)
         self._persist_delete(payload_id)
 
     async def get_meta(self, key: str) -> str | None:
@@ -145,6 +150,25 @@ class Store:
         """Note a value for the next start; a store that keeps nothing forgets it then."""
         self._meta[key] = value
         await self._persist_meta(key, value)
+
+    async def mark_starting(self, payload_id: str) -> None:
+        """Note durably, before its process is started, that this pending payload may run.
+
+        A store that keeps records across restarts has it on disk when this returns: the
+        next server then never starts the payload again (at most once). The note goes with
+        the payload's next stored record (working, or an end), in the same write. Raises
+        `StoreUnavailable`.
+        """
+        await self.set_meta(_STARTING + payload_id, "1")
+
+    async def starting(self) -> set[str]:
+        """Payloads noted by `mark_starting` whose next record was never stored."""
+        return {key[len(_STARTING) :] for key in self._meta if key.startswith(_STARTING)}
+
+    def _unmark(self, payload_id: str) -> None:
+        key = _STARTING + payload_id
+        if self._meta.pop(key, None) is not None:
+            self._forget_meta(key)
 
     # -- output -------------------------------------------------------------------------
 
@@ -256,6 +280,9 @@ class Store:
 
     async def _persist_meta(self, key: str, value: str) -> None:
         """Persist a meta value before returning."""
+
+    def _forget_meta(self, key: str) -> None:
+        """Remove a meta value, persisted with the next record change (may be written behind)."""
 
     async def _load_output(self, payload_id: str) -> OutputLog | None:
         """A persisted payload's output log, or None."""
