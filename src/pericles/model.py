@@ -45,7 +45,9 @@ _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED}),
-    Status.WORKING: _ENDINGS | {Status.PAUSED},
+    # A celery worker claims a payload as `working` before it spawns it (so no other worker
+    # can), and a spawn that then fails ends it `error`.
+    Status.WORKING: _ENDINGS | {Status.PAUSED, Status.ERROR},
     Status.PAUSED: _ENDINGS | {Status.WORKING},
     Status.FINISHED: frozenset(),
     Status.ERROR: frozenset(),
@@ -73,6 +75,10 @@ ALLOWED_SIGNALS = frozenset(
 STDIN_PIPE = "pipe"
 
 ERROR_PREFIX = "error:"
+
+#: The queue a payload waits in when its spec names none; celery workers consume queues by name.
+DEFAULT_QUEUE = "default"
+QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 def start_error(cmd: str, reason: str) -> str:
@@ -192,6 +198,10 @@ class PayloadSpec(BaseModel):
     priority: Annotated[
         int, Field(ge=-(2**31), le=2**31 - 1, description="Higher starts first when queued")
     ] = 0
+    queue: Annotated[
+        QueueName,
+        Field(description="The queue it waits in: workers started with --queues NAME take it"),
+    ] = DEFAULT_QUEUE
     # SecretStr keeps the values out of repr() and model_dump(); Payload.from_spec never
     # copies them, so no record, log line or store ever holds one.
     secret_env: Annotated[
@@ -282,6 +292,10 @@ class Payload:
         list[str] | None,
         Field(description="Names of its secret_env variables; their values are never kept"),
     ] = None
+    queue: Annotated[str | None, Field(description="The queue it waits or waited in")] = None
+    worker: Annotated[
+        str | None, Field(description="The worker that runs or ran it (host/pid), celery only")
+    ] = None
 
     @property
     def state(self) -> Status:
@@ -317,6 +331,7 @@ class Payload:
             priority=spec.priority,
             created_by=created_by,
             secret_env_names=sorted(spec.secret_env) if spec.secret_env else None,
+            queue=spec.queue,
         )
 
 

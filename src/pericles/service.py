@@ -26,6 +26,7 @@ from pericles.errors import (
     PayloadNotFound,
     PolicyDenied,
     ServiceUnavailable,
+    StaleRecord,
     StdinUnavailable,
     StillActive,
 )
@@ -102,6 +103,8 @@ class _Run:
     #: pipes, too often for a new record each time: readers see them laid over the record
     #: (`_live`), and every transition stores them.
     counts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    #: Taken from a shared store by a worker (`take`): already `working`, not spawned yet.
+    claimed: bool = False
 
 
 class Service:
@@ -112,6 +115,7 @@ class Service:
         runner: Runner,
         metrics: Metrics | None = None,
         policy: Policy | None = None,
+        evict: bool = True,
     ) -> None:
         self._settings = settings
         #: Which commands may run; None: any (the seed's behaviour).
@@ -123,6 +127,9 @@ class Service:
         self._queue: PendingQueue[tuple[Payload, PayloadSpec]] = PendingQueue()
         self._runs: dict[str, _Run] = {}
         self._retention = Retention(settings.keep_finished, settings.keep_for)
+        #: False where records are shared with other processes that each see only some ends
+        #: (celery workers and API replicas): none of them may evict by what it alone saw.
+        self._evicts = evict
         self._retention_timer: asyncio.TimerHandle | None = None
         self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
         self._background: set[asyncio.Task[None]] = set()
@@ -180,16 +187,24 @@ class Service:
         spec = apply_caps(spec, self._settings)
         self._runner.check(spec)
         spec = await self._admit(spec)
-        if not self._has_slot() and len(self._queue) >= self._settings.max_pending:
-            raise ServiceUnavailable(
-                f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
-            )
+        self._check_room()
         record = Payload.from_spec(spec, new_id(), utcnow(), created_by)
         # Noted before the first await, so a concurrent retry with the key finds this payload.
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)
         await self._store.add(record)
         self._published(record, None)
+        return await self._enqueue(record, spec)
+
+    def _check_room(self) -> None:
+        """Raise `ServiceUnavailable` when `max_pending` payloads wait already."""
+        if not self._has_slot() and len(self._queue) >= self._settings.max_pending:
+            raise ServiceUnavailable(
+                f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
+            )
+
+    async def _enqueue(self, record: Payload, spec: PayloadSpec) -> Payload:
+        """Queue a new pending payload's start; its record as answered to the client."""
         self._queue.push(record.id, spec.priority, (record, spec))
         self._schedule()
         return record
@@ -306,14 +321,23 @@ class Service:
     async def _move(
         self, record: Payload, wanted: Status, status: str | None = None, **changes: Any
     ) -> Payload:
+        """Store `record` moved to `wanted`; raises `StaleRecord` when the stored record is
+        no longer in `record`'s state (another process moved it: a worker, a reaper)."""
         check_transition(record, wanted)
         changes = {**self._counts(record.id), **changes}
         new = dataclasses.replace(record, status=status or wanted.value, **changes)
-        await self._store.put(new)
+        await self._store.put(new, before=record.state)
         self._published(new, record.state)
-        if new.terminal:
+        if new.terminal and self._evicts:
             await self._evict(self._retention.add(new.id))
             self._arm_retention_timer()
+        return new
+
+    async def _update(self, record: Payload, **changes: Any) -> Payload:
+        """Store new fields of a record whose state stays the same (a claimed start's pid)."""
+        new = dataclasses.replace(record, **{**self._counts(record.id), **changes})
+        await self._store.put(new, before=record.state)
+        self._published(new, record.state)
         return new
 
     def _published(self, record: Payload, before: Status | None) -> None:
@@ -418,15 +442,17 @@ class Service:
             return
         run.execution = execution
         started = time.monotonic()
+        began: dict[str, Any] = {
+            "pid": execution.pid,
+            "started_at": utcnow(),
+            "exe": resolved.exe,
+            "exe_sha256": resolved.sha256,
+        }
         async with run.lock:
-            run.record = await self._move(
-                run.record,
-                Status.WORKING,
-                pid=execution.pid,
-                started_at=utcnow(),
-                exe=resolved.exe,
-                exe_sha256=resolved.sha256,
-            )
+            if run.claimed:
+                run.record = await self._update(run.record, **began)
+            else:
+                run.record = await self._move(run.record, Status.WORKING, **began)
         self._arm_timers(run)
         if run.stop is not None:  # cancelled while it was starting
             self._begin_stop(run)
@@ -436,7 +462,10 @@ class Service:
                 await self._record_output(run, event)
             elif isinstance(event, Exited):
                 await self._flush_output(run)
-                await self._end(run, event, time.monotonic() - started)
+                try:
+                    await self._end(run, event, time.monotonic() - started)
+                except StaleRecord as exc:  # a reaper took it for lost: its end is not ours
+                    log.warning("payload %s: ended, but %s", payload_id, exc)
 
     async def _resolve_for_start(self, spec: PayloadSpec) -> Resolved:
         """The file to run, checked again: it may have changed while the payload waited."""
@@ -462,6 +491,35 @@ class Service:
                 max_rss_bytes=event.max_rss_bytes,
                 duration_seconds=round(duration, 6),
             )
+
+    async def take(self, payload_id: str, worker: str) -> bool:
+        """Run a payload that another process created and queued (a celery worker's task),
+        to its end; False when it was not ours to run.
+
+        At most once: the first step claims it, moving it from `pending` to `working` in the
+        store in one compare-and-set, before anything is spawned. A payload cancelled, lost,
+        or claimed already (a message delivered twice) is left alone.
+        """
+        try:
+            record = await self._store.get(payload_id)
+            if record.state is not Status.PENDING:
+                log.info("payload %s is %s: not starting it", payload_id, record.status)
+                return False
+            spec = spec_of(record)
+            claimed = await self._move(record, Status.WORKING, worker=worker)
+        except (PayloadNotFound, StaleRecord, InvalidSpec) as exc:
+            log.info("payload %s: not starting it: %s", payload_id, exc)
+            return False
+        run = _Run(claimed, spec, claimed=True)
+        self._runs[payload_id] = run
+        run.task = asyncio.create_task(self._drive(run), name=f"payload-{payload_id}")
+        run.task.add_done_callback(functools.partial(self._on_run_done, run))
+        await asyncio.wait({run.task})
+        return True
+
+    @property
+    def running_ids(self) -> builtins.list[str]:
+        return list(self._runs)
 
     # -- stopping: cancel and timeouts ----------------------------------------------------
 

@@ -22,13 +22,15 @@ def _default_max_running() -> int:
 Cap = Annotated[int | None, Field(ge=0)]
 
 #: The store URL schemes known; `pericles.store.open_store` maps each to its backend.
-STORE_SCHEMES = ("memory", "sqlite")
+STORE_SCHEMES = ("memory", "sqlite", "redis")
 
 
 def _store_url(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in STORE_SCHEMES:
-        raise ValueError("expected memory:// or sqlite:///PATH (sqlite:////abs/path.db)")
+        raise ValueError(
+            "expected memory://, sqlite:///PATH (sqlite:////abs/path.db) or redis://HOST:PORT/DB"
+        )
     return url
 
 
@@ -48,8 +50,26 @@ class Settings(BaseSettings):
     store: Annotated[
         str,
         AfterValidator(_store_url),
-        Field(description="Where records live: memory://, or sqlite:////abs/path.db to keep them"),
+        Field(
+            description="Where records live: memory://, sqlite:////abs/path.db to keep them, "
+            "or redis://HOST:PORT/DB to share them between API replicas and workers"
+        ),
     ] = "memory://"
+    runner: Annotated[
+        Literal["local", "celery"],
+        Field(
+            description="Where payloads run: local (children of this server) or celery "
+            "(pericles worker processes on any host; needs a redis:// store, also the broker)"
+        ),
+    ] = "local"
+    heartbeat: Annotated[
+        float,
+        Field(gt=0, description="celery: seconds between a worker's liveness renewals"),
+    ] = 1.0
+    liveness_ttl: Annotated[
+        float,
+        Field(gt=0, description="celery: seconds without a renewal before a payload is lost"),
+    ] = 5.0
     max_output: Annotated[
         int, Field(ge=0, description="Bytes of output kept per stream (head and tail halves)")
     ] = MiB
@@ -158,6 +178,12 @@ class Settings(BaseSettings):
     keep_alive_timeout: Annotated[
         int, Field(ge=1, description="Seconds an idle connection stays open")
     ] = 5
+
+    @model_validator(mode="after")
+    def _celery_needs_redis(self) -> Self:
+        if self.runner == "celery" and not self.store.startswith("redis://"):
+            raise ValueError("--runner celery needs a redis:// store (it is also the broker)")
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

@@ -25,6 +25,7 @@ _SPEC_FIELDS = (
     "limits",
     "labels",
     "priority",
+    "queue",
 )
 
 

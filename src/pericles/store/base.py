@@ -49,8 +49,12 @@ class Store(abc.ABC):
         """Keep a new record; its id must not be known yet."""
 
     @abc.abstractmethod
-    async def put(self, record: Payload) -> None:
-        """Replace the record with the same id."""
+    async def put(self, record: Payload, before: Status | None = None) -> None:
+        """Replace the record with the same id.
+
+        With `before`, only while the stored record is still in that state (compare and set):
+        raises `StaleRecord` otherwise, when another process (a worker, a reaper) moved it.
+        """
 
     @abc.abstractmethod
     async def get(self, payload_id: str) -> Payload:

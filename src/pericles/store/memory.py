@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import builtins
 
-from pericles.errors import PayloadNotFound
-from pericles.model import Payload
+from pericles.errors import PayloadNotFound, StaleRecord
+from pericles.model import Payload, Status
 from pericles.store.base import ListQuery, Page, Store
 from pericles.store.output import STREAMS, OutputLog, Piece
 
@@ -23,9 +23,12 @@ class MemoryStore(Store):
             raise ValueError(f"payload {record.id} already stored")
         self._records[record.id] = record
 
-    async def put(self, record: Payload) -> None:
-        if record.id not in self._records:
+    async def put(self, record: Payload, before: Status | None = None) -> None:
+        current = self._records.get(record.id)
+        if current is None:
             raise PayloadNotFound(record.id)
+        if before is not None and current.state is not before:
+            raise StaleRecord(record.id, current.status, record.status)
         self._records[record.id] = record
 
     async def get(self, payload_id: str) -> Payload:

@@ -34,7 +34,7 @@ from typing import ParamSpec, TypeVar
 from pydantic import TypeAdapter
 
 from pericles.errors import StoreUnavailable
-from pericles.model import Payload
+from pericles.model import Payload, Status
 from pericles.store.memory import MemoryStore
 from pericles.store.output import OutputLog
 from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, total_rows
@@ -195,8 +195,8 @@ class SqliteStore(MemoryStore):
             self._records.pop(record.id, None)
             raise
 
-    async def put(self, record: Payload) -> None:
-        await super().put(record)
+    async def put(self, record: Payload, before: Status | None = None) -> None:
+        await super().put(record, before)
         if record.id in self._next.adds:  # not written yet: write the latest once
             self._next.adds[record.id] = record
         else:
