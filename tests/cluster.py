@@ -20,6 +20,13 @@ from pathlib import Path
 
 from tests.helpers import wait_until
 
+#: Every store the suite runs against. A module may narrow it with its own `STORES`.
+STORES = ("memory", "sqlite")
+#: The many-machines configuration: a Redis store and payloads run by a celery worker. A
+#: module joins it with `STORES = WITH_CLUSTER`.
+CLUSTER = "celery"
+WITH_CLUSTER = (*STORES, CLUSTER)
+
 #: The Debian package the tests need; `make test` installs it when missing.
 REDIS_PACKAGE = "redis-server"
 
@@ -140,6 +147,8 @@ class Worker:
             self.process.kill()
             self.process.wait()
         self.reader.join(timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def start_worker(

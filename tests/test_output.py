@@ -9,7 +9,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import Server, create, release, rss_bytes, wait_for_status
+
+STORES = WITH_CLUSTER
 
 MiB = 1024 * 1024
 

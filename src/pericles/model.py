@@ -44,10 +44,10 @@ _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.
 
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED}),
-    # A celery worker claims a payload as `working` before it spawns it (so no other worker
-    # can), and a spawn that then fails ends it `error`.
-    Status.WORKING: _ENDINGS | {Status.PAUSED, Status.ERROR},
+    # LOST: a worker claimed it, then stopped answering before its start was confirmed. It
+    # may have started: it is never started again.
+    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED, Status.LOST}),
+    Status.WORKING: _ENDINGS | {Status.PAUSED},
     Status.PAUSED: _ENDINGS | {Status.WORKING},
     Status.FINISHED: frozenset(),
     Status.ERROR: frozenset(),

@@ -103,8 +103,6 @@ class _Run:
     #: pipes, too often for a new record each time: readers see them laid over the record
     #: (`_live`), and every transition stores them.
     counts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
-    #: Taken from a shared store by a worker (`take`): already `working`, not spawned yet.
-    claimed: bool = False
 
 
 class Service:
@@ -140,6 +138,10 @@ class Service:
     @property
     def store(self) -> Store:
         return self._store
+
+    @property
+    def runner(self) -> Runner:
+        return self._runner
 
     @property
     def active_count(self) -> int:
@@ -333,21 +335,18 @@ class Service:
             self._arm_retention_timer()
         return new
 
-    async def _update(self, record: Payload, **changes: Any) -> Payload:
-        """Store new fields of a record whose state stays the same (a claimed start's pid)."""
-        new = dataclasses.replace(record, **{**self._counts(record.id), **changes})
-        await self._store.put(new, before=record.state)
-        self._published(new, record.state)
-        return new
-
     def _published(self, record: Payload, before: Status | None) -> None:
-        _log_transition(record)
-        if self._metrics is not None:
-            self._metrics.transition(record, before)
+        self._counted(record, before)
         self.feed.publish(record)
         self._changes.notify(record.id)
         if record.terminal:
             self._changes.forget(record.id)
+
+    def _counted(self, record: Payload, before: Status | None) -> None:
+        """Log a change and count it in the metrics."""
+        _log_transition(record)
+        if self._metrics is not None:
+            self._metrics.transition(record, before)
 
     # -- output and following -------------------------------------------------------------
 
@@ -442,17 +441,24 @@ class Service:
             return
         run.execution = execution
         started = time.monotonic()
-        began: dict[str, Any] = {
-            "pid": execution.pid,
-            "started_at": utcnow(),
-            "exe": resolved.exe,
-            "exe_sha256": resolved.sha256,
-        }
         async with run.lock:
-            if run.claimed:
-                run.record = await self._update(run.record, **began)
-            else:
-                run.record = await self._move(run.record, Status.WORKING, **began)
+            try:
+                run.record = await self._move(
+                    run.record,
+                    Status.WORKING,
+                    pid=execution.pid,
+                    started_at=utcnow(),
+                    exe=resolved.exe,
+                    exe_sha256=resolved.sha256,
+                )
+            except StaleRecord as exc:
+                # Ended by another process while we spawned it (a reaper found our claim
+                # expired): it must not run on unrecorded.
+                log.warning("payload %s: killing what was just started: %s", payload_id, exc)
+                await execution.terminate(0)
+                async for _ in execution.events():
+                    pass
+                return
         self._arm_timers(run)
         if run.stop is not None:  # cancelled while it was starting
             self._begin_stop(run)
@@ -496,21 +502,32 @@ class Service:
         """Run a payload that another process created and queued (a celery worker's task),
         to its end; False when it was not ours to run.
 
-        At most once: the first step claims it, moving it from `pending` to `working` in the
-        store in one compare-and-set, before anything is spawned. A payload cancelled, lost,
-        or claimed already (a message delivered twice) is left alone.
+        At most once: the first step claims it in the store (one compare-and-set, before
+        anything is spawned); only the claimant may then move it. A payload cancelled, lost,
+        or claimed already (a message delivered twice) is left alone. A claimant that dies
+        leaves it to the reaper, which records it `lost`: it may have started.
         """
         try:
             record = await self._store.get(payload_id)
-            if record.state is not Status.PENDING:
+            if record.state is not Status.PENDING or not await self._store.claim(
+                payload_id, worker
+            ):
                 log.info("payload %s is %s: not starting it", payload_id, record.status)
                 return False
-            spec = spec_of(record)
-            claimed = await self._move(record, Status.WORKING, worker=worker)
-        except (PayloadNotFound, StaleRecord, InvalidSpec) as exc:
-            log.info("payload %s: not starting it: %s", payload_id, exc)
+        except PayloadNotFound:
             return False
-        run = _Run(claimed, spec, claimed=True)
+        claimed = dataclasses.replace(record, worker=worker)
+        try:
+            spec = spec_of(claimed)
+        except InvalidSpec as exc:
+            await self._move(
+                claimed,
+                Status.ERROR,
+                status=start_error(record.cmd, str(exc)),
+                finished_at=utcnow(),
+            )
+            return True
+        run = _Run(claimed, spec)
         self._runs[payload_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"payload-{payload_id}")
         run.task.add_done_callback(functools.partial(self._on_run_done, run))

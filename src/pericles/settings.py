@@ -180,12 +180,6 @@ class Settings(BaseSettings):
     ] = 5
 
     @model_validator(mode="after")
-    def _celery_needs_redis(self) -> Self:
-        if self.runner == "celery" and not self.store.startswith("redis://"):
-            raise ValueError("--runner celery needs a redis:// store (it is also the broker)")
-        return self
-
-    @model_validator(mode="after")
     def _tls_pair(self) -> Self:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")

@@ -22,7 +22,7 @@ from pericles.posture import log_posture
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
-from pericles.store import open_store
+from pericles.store import Store, open_store
 from pericles.tokens import TokenSet, load_tokens
 
 log = logging.getLogger("pericles.api")
@@ -37,6 +37,29 @@ _CORS_EXPOSED = [
     "Pericles-Output-Next-Offset",
     "Pericles-Output-Dropped",
 ]
+
+
+async def _service(
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    policy: command_policy.Policy | None,
+    run_as: process.RunAs | None,
+) -> Service:
+    """The service for the runner the settings name, its runner opened."""
+    if settings.runner == "celery":
+        from pericles.runner.celery import CeleryRunner
+        from pericles.service_remote import RemoteService
+        from pericles.store.redis import RedisStore
+
+        if not isinstance(store, RedisStore):
+            raise TypeError("--runner celery needs a redis:// store")
+        celery = CeleryRunner(settings.store, settings.inherit_env, settings.max_stdin)
+        await celery.open()
+        return RemoteService(settings, store, celery, metrics, policy)
+    runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
+    await runner.open()
+    return Service(settings, store, runner, metrics, policy)
 
 
 def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
@@ -54,9 +77,8 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.store, settings.max_output)
         await store.open()
-        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
-        await runner.open()
-        service = Service(settings, store, runner, metrics, policy)
+        service = await _service(settings, store, metrics, policy, run_as)
+        runner = service.runner
         log_posture(policy, run_as)
         await service.recover()
         metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)

@@ -19,6 +19,7 @@ import typer
 
 from pericles.cli import exitcodes, render
 from pericles.cli.attach import attach
+from pericles.cli.worker import worker
 from pericles.client import (
     AlreadyTerminal,
     Client,
@@ -90,6 +91,9 @@ def serve(ctx: typer.Context) -> None:
     from pericles.cli.serve import main as serve_main
 
     serve_main(list(ctx.args))
+
+
+app.command()(worker)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:

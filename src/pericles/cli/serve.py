@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
     except ValidationError as exc:
         raise _fail(f"invalid settings:\n{exc}") from None
+    if settings.runner == "celery" and not settings.store.startswith("redis://"):
+        raise _fail("--runner celery needs a redis:// store (Redis is also its broker)")
     try:
         secret = settings.token.get_secret_value() if settings.token is not None else None
         tokens = load_tokens(secret, settings.tokens_file)

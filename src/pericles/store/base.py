@@ -98,6 +98,11 @@ class Store(abc.ABC):
     async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
         """Where each stream stands at `offset` of the combined output."""
 
+    async def claim(self, payload_id: str, owner: str) -> bool:
+        """Make a pending payload `owner`'s to start, unless another owner has it: the start
+        guard of stores shared by many processes. True when `owner` has it now."""
+        raise NotImplementedError(f"{type(self).__name__} is not shared between processes")
+
     async def open(self) -> None:
         """Make the store ready (open files, load what it keeps); raises `StoreUnavailable`."""
         return None

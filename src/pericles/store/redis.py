@@ -102,6 +102,8 @@ def _int(value: bytes | None) -> int:
 
 
 _OUT_FIELDS = [f"o:{s}:{part}" for s in STREAMS for part in ("total", "head", "tail")]
+#: What a read of a record fetches: the record, its claimant, its output's extent.
+_FIELDS = ["rec", "worker", *_OUT_FIELDS]
 
 
 def _kept(values: list[bytes | None]) -> dict[str, _Kept]:
@@ -137,6 +139,7 @@ class RedisStore(Store):
         self._move = self._redis.register_script(redis_lua.MOVE)
         self._append = self._redis.register_script(redis_lua.APPEND)
         self._renew = self._redis.register_script(redis_lua.RENEW)
+        self._claim = self._redis.register_script(redis_lua.CLAIM)
         self._expired = self._redis.register_script(redis_lua.EXPIRED)
         self._writers: dict[str, _Writer] = {}
         #: Liveness TTL in ms armed on every move into a live state (the runner sets it).
@@ -207,18 +210,26 @@ class RedisStore(Store):
             self._writers.pop(record.id, None)
         return bool(outcome == b"ok")
 
+    async def claim(self, payload_id: str, owner: str) -> bool:
+        claimed = await self._claim(
+            keys=[record_key(payload_id), DEADLINES], args=[payload_id, owner, self.ttl_ms]
+        )
+        return bool(claimed)
+
     async def get(self, payload_id: str) -> Payload:
-        values = await self._redis.hmget(record_key(payload_id), ["rec", *_OUT_FIELDS])
+        values = await self._redis.hmget(record_key(payload_id), _FIELDS)
         if values[0] is None:
             raise PayloadNotFound(payload_id)
         return self._decode(values)
 
     def _decode(self, values: list[bytes | None]) -> Payload:
-        """A record from HMGET of `rec` and `_OUT_FIELDS`, with its output counts laid over."""
+        """A record from HMGET of `_FIELDS`, with its claimant and output counts laid over."""
         assert values[0] is not None
         record = _RECORDS.validate_json(values[0])
         counts: dict[str, Any] = {}
-        for name, kept in _kept(values[1:]).items():
+        if values[1] is not None and record.worker is None:
+            counts["worker"] = values[1].decode()
+        for name, kept in _kept(values[2:]).items():
             if kept.total:
                 counts[f"{name}_bytes"] = kept.total
                 counts[f"{name}_dropped"] = kept.dropped
@@ -267,7 +278,7 @@ class RedisStore(Store):
     async def _records(self, ids: Iterable[str]) -> builtins.list[Payload]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for payload_id in ids:
-                pipe.hmget(record_key(payload_id), ["rec", *_OUT_FIELDS])
+                pipe.hmget(record_key(payload_id), _FIELDS)
             rows = await pipe.execute()
         # A record deleted between the index read and this one is passed over.
         return [self._decode(values) for values in rows if values[0] is not None]
@@ -392,6 +403,16 @@ class RedisStore(Store):
         """Ids of live payloads whose deadline has passed: their worker stopped renewing."""
         ids = await self._expired(keys=[DEADLINES])
         return [i.decode() for i in ids]
+
+    async def note_host(self, key: str, payload_id: str) -> None:
+        """Note a payload in a host's set (what the host janitor looks through)."""
+        await self._redis.sadd(key, payload_id)
+
+    async def forget_host(self, key: str, payload_id: str) -> None:
+        await self._redis.srem(key, payload_id)
+
+    async def host_payloads(self, key: str) -> builtins.list[str]:
+        return [member.decode() for member in await self._redis.smembers(key)]
 
     async def count(self, state: Status) -> int:
         return int(await self._redis.zcard(_state_key(state)))

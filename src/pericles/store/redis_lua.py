@@ -64,6 +64,9 @@ if not cur then return {'gone'} end
 local status = redis.call('HGET', KEYS[1], 'status')
 local new = ARGV[3]
 if ARGV[2] ~= '' and cur ~= ARGV[2] then return {'stale', cur, status} end
+-- A claimed payload is moved only by its claimant (who may have started it) or the reaper.
+local owner = redis.call('HGET', KEYS[1], 'worker')
+if cur == 'pending' and owner and owner ~= ARGV[9] then return {'stale', cur, status} end
 -- A move follows the transition table; staying in a state that is not terminal is an update.
 if not (allowed[cur][new] or (cur == new and not terminal[cur])) then
   return {'stale', cur, status}
@@ -81,7 +84,7 @@ if cur ~= new then
     if name == new then redis.call('ZADD', KEYS[2 + i], seq, id) end
   end
 end
-if live[new] then
+if live[new] or (new == 'pending' and owner) then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), id)
 else
   redis.call('ZREM', KEYS[2], id)
@@ -120,10 +123,23 @@ RENEW = (
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {'', '', ''} end
 local owner = redis.call('HGET', KEYS[1], 'worker') or ''
-if live[st] and owner == ARGV[2] then
+if (live[st] or st == 'pending') and owner == ARGV[2] then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 end
 return {st, owner, redis.call('GET', KEYS[3]) or ''}
+"""
+)
+
+#: KEYS: record, deadlines. ARGV: id, worker, ttl ms. The start guard: a pending payload no
+#: worker has claimed becomes this worker's, with a liveness deadline. Returns 1, else 0.
+CLAIM = (
+    _NOW_MS
+    + """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'worker') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'worker', ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+return 1
 """
 )
 
