@@ -134,7 +134,10 @@ class RedisStore(Store):
         self._max_output = max_output
         # redis-py types each command as a union of its sync and async forms: to mypy every
         # call here would need a cast, so the client is typed loosely in this module only.
-        self._redis: Any = aioredis.from_url(url, decode_responses=False)
+        # Many readers (SSE followers) share a bounded pool: past it, a read waits its turn
+        # instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
+        self._redis: Any = aioredis.Redis(connection_pool=pool)
         self._add = self._redis.register_script(redis_lua.ADD)
         self._move = self._redis.register_script(redis_lua.MOVE)
         self._append = self._redis.register_script(redis_lua.APPEND)
@@ -160,7 +163,7 @@ class RedisStore(Store):
         await self._redis.ping()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     # -- records --------------------------------------------------------------------------
 
