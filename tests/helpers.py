@@ -191,7 +191,10 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise
+            tail = "".join(self.log_lines[-40:])
+            raise AssertionError(
+                f"server did not stop within {timeout}s; its log:\n{tail}"
+            ) from None
         finally:
             self.reader.join(timeout)
             if self.process.stdout is not None:

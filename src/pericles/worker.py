@@ -222,9 +222,15 @@ def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | N
     asyncio.run_coroutine_threadsafe(worker.open(), loop).result()
     app = make_app(settings.store)
 
-    @app.task(name=TASK, ignore_result=True)  # type: ignore[untyped-decorator]
-    def run_payload(payload_id: str) -> None:
-        asyncio.run_coroutine_threadsafe(worker.take(payload_id), loop).result()
+    @app.task(bind=True, name=TASK, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def run_payload(task: Any, payload_id: str) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(worker.take(payload_id), loop).result()
+        except (RedisError, OSError) as exc:
+            # Redis unreachable before the claim: the message was taken (acks early), so
+            # send it again. Harmless after a claim too: the claim lets only one start.
+            log.warning("payload %s: cannot reach Redis (%s); queued again", payload_id, exc)
+            raise task.retry(exc=exc, countdown=1) from exc
 
     from celery.signals import worker_ready
 

@@ -29,7 +29,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
 from pericles.model import Payload, Status
@@ -136,7 +140,15 @@ class RedisStore(Store):
         # call here would need a cast, so the client is typed loosely in this module only.
         # Many readers (SSE followers) share a bounded pool: past it, a read waits its turn
         # instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=30)
+        # A dropped connection (Redis restarted, a failover) is retried on a new one.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=64,
+            timeout=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=15,
+        )
         self._redis: Any = aioredis.Redis(connection_pool=pool)
         self._add = self._redis.register_script(redis_lua.ADD)
         self._move = self._redis.register_script(redis_lua.MOVE)
