@@ -78,7 +78,7 @@ class Worker:
         self.store = RedisStore(settings.store, settings.max_output)
         self.store.ttl_ms = int(settings.liveness_ttl * 1000)
         self.runner = WorkerRunner(self.store, hostname, settings)
-        self.service = Service(settings, self.store, self.runner, evict=False)
+        self.service = Service(settings, self.store, self.runner, shared=True)
         self._stopping: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 

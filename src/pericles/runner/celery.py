@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 
-from pericles.errors import InvalidSpec, ServiceUnavailable
+from pericles.errors import FieldError, ServiceUnavailable
 from pericles.model import Payload, PayloadSpec
 from pericles.runner.base import Execution, Resolved
 from pericles.runner.local import LocalRunner
@@ -87,13 +87,15 @@ class CeleryRunner(LocalRunner):
     def host_boot(self) -> str | None:
         return None
 
-    def check(self, spec: PayloadSpec) -> None:
-        super().check(spec)
+    def check(self, spec: PayloadSpec) -> list[FieldError]:
+        errors = super().check(spec)
         if spec.secret_env:
-            raise InvalidSpec(
-                "secret_env: not available with --runner celery (its values would wait in "
-                "the broker); give the worker its secrets through its own environment"
+            reason = (
+                "not available with --runner celery (its values would wait in the broker); "
+                "give the worker its secrets through its own environment"
             )
+            errors.append(FieldError("secret_env", reason))
+        return errors
 
     async def start(
         self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None

@@ -30,7 +30,6 @@ from pericles.model import (
     ALLOWED_SIGNALS,
     STDIN_PIPE,
     Payload,
-    PayloadSpec,
     Status,
     check_transition,
     start_error,
@@ -38,7 +37,8 @@ from pericles.model import (
 )
 from pericles.policy import Policy
 from pericles.runner.celery import CeleryRunner
-from pericles.service import Service
+from pericles.service.admission import Admitted
+from pericles.service.core import Service
 from pericles.settings import Settings
 from pericles.store.redis import RedisStore
 
@@ -58,7 +58,7 @@ class RemoteService(Service):
         metrics: Metrics | None = None,
         policy: Policy | None = None,
     ) -> None:
-        super().__init__(settings, store, runner, metrics, policy, evict=False)
+        super().__init__(settings, store, runner, metrics, policy, shared=True)
         self._redis_store = store
         self._celery = runner
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,13 +85,21 @@ class RemoteService(Service):
                 f"{waiting} payloads are waiting already (--max-pending)", retry_after=1
             )
 
-    async def _enqueue(self, record: Payload, spec: PayloadSpec) -> Payload:
+    def _pending(self, record: Payload, admitted: Admitted) -> Payload:
+        # The file the policy admitted goes with the record: the worker checks, on its host,
+        # that it runs that file (path and digest), as a local start does.
+        file = admitted.resolved
+        if file is None:
+            return record
+        return dataclasses.replace(record, exe=file.exe, exe_sha256=file.sha256)
+
+    async def _enqueue(self, record: Payload, admitted: Admitted) -> Payload:
         try:
             self._celery.submit(record)
         except ServiceUnavailable:
             # Stored but not queued: it would wait forever. It ends now, and the client is told.
             with contextlib.suppress(StaleRecord, PayloadNotFound):
-                await self._move(
+                await self._records.move(
                     record,
                     Status.ERROR,
                     status=start_error(record.cmd, "the broker did not take it"),
@@ -103,27 +111,22 @@ class RemoteService(Service):
 
     # -- what other processes changed -----------------------------------------------------
 
-    def _published(self, record: Payload, before: Status | None) -> None:
-        # The feed and the waiters hear of it from the store's change feed, like every change.
-        self._counted(record, before)
-
     async def _listen(self) -> None:
         async for kind, payload_id in self._redis_store.changes():
             if kind == "o":
-                self._changes.notify(payload_id)
+                self._records.changes.notify(payload_id)
             elif kind == "s":
                 await self._status_changed(payload_id)
             else:  # reconnected: anything may have changed
-                self._changes.notify_all()
+                self._records.changes.notify_all()
 
     async def _status_changed(self, payload_id: str) -> None:
         try:
-            record = await self._store.get(payload_id)
+            record = await self.store.get(payload_id)
         except PayloadNotFound:
-            self._changes.forget(payload_id)
+            self._records.changes.forget(payload_id)
             return
-        self.feed.publish(record)
-        self._changes.notify(payload_id)
+        self._records.heard(record)
 
     async def _reap(self) -> None:
         """Every heartbeat: payloads whose worker stopped renewing them become `lost`."""
@@ -140,7 +143,7 @@ class RemoteService(Service):
 
     async def _lose_expired(self, payload_id: str) -> None:
         try:
-            record = await self._store.get(payload_id)
+            record = await self.store.get(payload_id)
         except PayloadNotFound:
             return
         if record.state not in _LIVE and not (record.state is Status.PENDING and record.worker):
@@ -152,7 +155,7 @@ class RemoteService(Service):
                 log.warning(
                     "payload %s: its worker %s stopped answering: lost", record.id, record.worker
                 )
-                self._counted(lost, record.state)
+                self._records.published(lost, record.state)
 
     async def recover(self) -> None:
         """Start following the shared store, and reaping: no payload runs in this process."""
@@ -171,12 +174,12 @@ class RemoteService(Service):
     # -- cancel, signals, stdin: sent to the worker that runs the payload ------------------
 
     async def cancel(self, payload_id: str) -> Payload:
-        record = await self._store.get(payload_id)
+        record = await self.store.get(payload_id)
         if record.state is Status.PENDING and record.worker is None:
             try:
-                return await self._move(record, Status.CANCELLED, finished_at=utcnow())
+                return await self._records.move(record, Status.CANCELLED, finished_at=utcnow())
             except StaleRecord:  # a worker has claimed it: only that worker may end it
-                record = await self._store.get(payload_id)
+                record = await self.store.get(payload_id)
         check_transition(record, Status.CANCELLED)
         await self._celery.stop(record)
         grace = record.kill_grace if record.kill_grace is not None else self._settings.kill_grace
@@ -199,13 +202,14 @@ class RemoteService(Service):
     async def _wait_for(self, payload_id: str, done: Callable[[Payload], bool]) -> Payload:
         """The record once `done` holds for it, or as it is after `_SIGNAL_WAIT` seconds."""
         deadline = asyncio.get_running_loop().time() + _SIGNAL_WAIT
+        changes = self._records.changes
         while True:
-            version = self._changes.version(payload_id)
-            record = await self._store.get(payload_id)
+            version = changes.version(payload_id)
+            record = await self.store.get(payload_id)
             remaining = deadline - asyncio.get_running_loop().time()
             if done(record) or remaining <= 0:
                 return record
-            await self._changes.wait(payload_id, version, remaining)
+            await changes.wait(payload_id, version, remaining)
 
     async def write_stdin(self, payload_id: str, data: bytes, close: bool = False) -> None:
         record = await self._running_record(payload_id, "take stdin")
