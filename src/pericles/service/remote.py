@@ -112,21 +112,15 @@ class RemoteService(Service):
     # -- what other processes changed -----------------------------------------------------
 
     async def _listen(self) -> None:
-        async for kind, payload_id in self._redis_store.changes():
+        async for kind, payload_id, record in self._redis_store.changes():
             if kind == "o":
                 self._records.changes.notify(payload_id)
-            elif kind == "s":
-                await self._status_changed(payload_id)
+            elif record is not None:
+                self._records.heard(record)
+            elif kind == "s":  # deleted
+                self._records.changes.forget(payload_id)
             else:  # reconnected: anything may have changed
                 self._records.changes.notify_all()
-
-    async def _status_changed(self, payload_id: str) -> None:
-        try:
-            record = await self.store.get(payload_id)
-        except PayloadNotFound:
-            self._records.changes.forget(payload_id)
-            return
-        self._records.heard(record)
 
     async def _reap(self) -> None:
         """Every heartbeat: payloads whose worker stopped renewing them become `lost`."""

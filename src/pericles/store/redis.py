@@ -132,6 +132,12 @@ def _clip(stream: str, entry_id: bytes, fields: dict[bytes, bytes], kept: _Kept)
     return rows
 
 
+def _change(data: bytes) -> tuple[str, str, Payload | None]:
+    head, _, body = data.partition(b"\n")
+    text = head.decode()
+    return text[0], text[1:], _RECORDS.validate_json(body) if body else None
+
+
 class RedisStore(Store):
     def __init__(self, url: str, max_output: int) -> None:
         self._url = url
@@ -432,21 +438,20 @@ class RedisStore(Store):
     async def count(self, state: Status) -> int:
         return int(await self._redis.zcard(_state_key(state)))
 
-    async def changes(self) -> AsyncIterator[tuple[str, str]]:
-        """Every change from now on, from any process: ("s", id) for a record, ("o", id)
-        for output. On a lost connection it yields ("*", "") once reconnected: anything
-        may have changed meanwhile."""
+    async def changes(self) -> AsyncIterator[tuple[str, str, Payload | None]]:
+        """Every change from now on, from any process: ("s", id, record as written, or None
+        when deleted) for a record, ("o", id, None) for output. On a lost connection it
+        yields ("*", "", None) once reconnected: anything may have changed meanwhile."""
         lost = False
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGES)
                     if lost:
-                        yield "*", ""
+                        yield "*", "", None
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            text = message["data"].decode()
-                            yield text[0], text[1:]
+                            yield _change(message["data"])
             except (RedisError, OSError) as exc:
                 log.warning("store: lost the change feed (%s); subscribing again", exc)
                 lost = True

@@ -45,7 +45,7 @@ local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'rec', ARGV[4], 'seq', seq)
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('ZADD', KEYS[4], seq, ARGV[1])
-redis.call('PUBLISH', ARGV[5], 's' .. ARGV[1])
+redis.call('PUBLISH', ARGV[5], 's' .. ARGV[1] .. '\\n' .. ARGV[4])
 return 1
 """
 
@@ -90,7 +90,8 @@ else
   redis.call('ZREM', KEYS[2], id)
 end
 -- The terminal state is the output's end marker: APPEND refuses anything after it.
-redis.call('PUBLISH', ARGV[8], 's' .. id)
+-- The record as written goes with the news: a reader sees each state, however fast.
+redis.call('PUBLISH', ARGV[8], 's' .. id .. '\\n' .. ARGV[5])
 return {'ok'}
 """
 )
