@@ -95,6 +95,12 @@ class RedisServer:
         wait_until(lambda: _answers(self.port), 10, f"redis-server on port {self.port}")
         return self
 
+    def flush(self) -> None:
+        """Empty every database."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            assert sock.recv(16).startswith(b"+OK")
+
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         if self.process is None:
             return

@@ -13,10 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pericles.errors import PayloadNotFound, StaleRecord
-from pericles.model import Payload, PayloadSpec, Status, new_id, utcnow
-from pericles.store.base import ListQuery, Store
+from pericles.model import ListQuery, Payload, PayloadSpec, Piece, Status, new_id, utcnow
+from pericles.store.base import Store
 from pericles.store.memory import MemoryStore
-from pericles.store.output import Piece
 from pericles.store.redis import RedisStore
 from tests.cluster import RedisServer
 

@@ -38,21 +38,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PERICLES_",
         extra="forbid",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="handler-serve",
     )
 
     host: Annotated[str, Field(description="Address to listen on")] = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535, description="Port to listen on (0: any free)")] = (
-        8000
-    )
+    port: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=65535,
+            description="Port to listen on (0: any free)",
+            json_schema_extra={"metavar": "PORT"},
+        ),
+    ] = 8000
     store: Annotated[
         str,
         AfterValidator(_store_url),
         Field(
             description="Where records live: memory://, sqlite:////abs/path.db to keep them, "
-            "or redis://HOST:PORT/DB to share them between API replicas and workers"
+            "or redis://HOST:PORT/DB to share them between API replicas and workers",
+            json_schema_extra={"metavar": "URL"},
         ),
     ] = "memory://"
     runner: Annotated[
@@ -138,7 +142,10 @@ class Settings(BaseSettings):
     ] = None
     run_as: Annotated[
         str | None,
-        Field(description="USER[:GROUP] payloads run as (supplementary groups cleared)"),
+        Field(
+            description="User (and group) payloads run as; supplementary groups cleared",
+            json_schema_extra={"metavar": "USER[:GROUP]"},
+        ),
     ] = None
 
     # -- exposure: who may call, over what, with how much ------------------------------------

@@ -37,8 +37,8 @@ from redis.exceptions import RedisError
 from pericles import process
 from pericles.errors import PayloadNotFound, PericlesError
 from pericles.logs import log_config
-from pericles.model import PayloadSpec
-from pericles.runner.base import Execution, Resolved
+from pericles.model import PayloadSpec, Resolved
+from pericles.runner.base import Execution
 from pericles.runner.celery import TASK, control_channel, make_app
 from pericles.runner.local import LocalRunner
 from pericles.service import Service

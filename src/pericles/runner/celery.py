@@ -26,10 +26,9 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from pericles.errors import FieldError, ServiceUnavailable
-from pericles.model import Payload, PayloadSpec
-from pericles.runner.base import Execution, Resolved
+from pericles.model import Payload, PayloadSpec, Resolved
+from pericles.runner.base import Execution
 from pericles.runner.local import LocalRunner
-from pericles.store.redis import PREFIX, cancel_key
 
 log = logging.getLogger("pericles.runner")
 
@@ -37,8 +36,6 @@ log = logging.getLogger("pericles.runner")
 TASK = "pericles.run"
 #: Seconds before a message taken by a worker that never acknowledged it is delivered again.
 VISIBILITY_TIMEOUT = 300
-#: Seconds a cancel request is kept for a worker that missed the message.
-_CANCEL_TTL = 24 * 3600
 
 
 def make_app(broker: str) -> Celery:
@@ -65,7 +62,7 @@ def make_app(broker: str) -> Celery:
 
 def control_channel(worker: str) -> str:
     """The channel a worker process listens on for its payloads' cancel, signal and stdin."""
-    return f"{PREFIX}control:{worker}"
+    return f"pericles:control:{worker}"
 
 
 class CeleryRunner(LocalRunner):
@@ -120,12 +117,9 @@ class CeleryRunner(LocalRunner):
             raise ServiceUnavailable(f"cannot queue the payload: {exc}", retry_after=1) from exc
 
     async def stop(self, record: Payload) -> None:
-        """Ask the worker running `record` to stop it; the flag also reaches a worker that
-        missed the message, at its next heartbeat."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(cancel_key(record.id), b"1", ex=_CANCEL_TTL)
-            pipe.publish(control_channel(record.worker or ""), _message("cancel", record.id))
-            await pipe.execute()
+        """Ask the worker running `record` to stop it (the caller also sets the store's stop
+        flag, which reaches a worker that missed the message at its next heartbeat)."""
+        await self._publish(record, _message("cancel", record.id))
 
     async def signal(self, record: Payload, name: str) -> None:
         await self._publish(record, _message("signal", record.id, signal=name))

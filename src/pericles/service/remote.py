@@ -31,7 +31,6 @@ from pericles.model import (
     STDIN_PIPE,
     Payload,
     Status,
-    check_transition,
     start_error,
     utcnow,
 )
@@ -39,6 +38,7 @@ from pericles.policy import Policy
 from pericles.runner.celery import CeleryRunner
 from pericles.service.admission import Admitted
 from pericles.service.core import Service
+from pericles.service.records import check_transition
 from pericles.settings import Settings
 from pericles.store.redis import RedisStore
 
@@ -175,6 +175,7 @@ class RemoteService(Service):
             except StaleRecord:  # a worker has claimed it: only that worker may end it
                 record = await self.store.get(payload_id)
         check_transition(record, Status.CANCELLED)
+        await self._redis_store.request_stop(payload_id)
         await self._celery.stop(record)
         grace = record.kill_grace if record.kill_grace is not None else self._settings.kill_grace
         ended = await self.wait(payload_id, grace + 10 + 2 * self._settings.liveness_ttl)

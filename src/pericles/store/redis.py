@@ -36,10 +36,10 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
-from pericles.model import Payload, Status
+from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
 from pericles.store import redis_lua
-from pericles.store.base import ListQuery, Page, Store
-from pericles.store.output import STREAMS, OutputLog, Piece
+from pericles.store.base import Store
+from pericles.store.output import OutputLog
 from pericles.store.snapshot import ChunkRow, restore
 
 log = logging.getLogger("pericles.store")
@@ -52,6 +52,8 @@ _SEQ = PREFIX + "seq"
 _META = PREFIX + "meta"
 DEADLINES = PREFIX + "deadlines"
 _BATCH = 256
+#: Seconds a stop request is kept for a worker that missed the message.
+_STOP_TTL = 24 * 3600
 
 
 def record_key(payload_id: str) -> str:
@@ -139,9 +141,13 @@ def _change(data: bytes) -> tuple[str, str, Payload | None]:
 
 
 class RedisStore(Store):
+    """A shared store: unlike the other backends, it keeps no record index in memory (other
+    processes change records at any time); every public method reads and writes Redis. The
+    output's head-and-tail accounting is the shared `OutputLog`'s."""
+
     def __init__(self, url: str, max_output: int) -> None:
+        super().__init__(max_output)
         self._url = url
-        self._max_output = max_output
         # redis-py types each command as a union of its sync and async forms: to mypy every
         # call here would need a cast, so the client is typed loosely in this module only.
         # Many readers (SSE followers) share a bounded pool: past it, a read waits its turn
@@ -272,7 +278,7 @@ class RedisStore(Store):
         found: builtins.list[Payload] = []
         while True:
             ids, bound = await self._ids(index, bound, query.descending)
-            for record in await self._records(ids):
+            for record in await self._fetch(ids):
                 if not query.matches(record):
                     continue
                 if query.limit is not None and len(found) == query.limit:
@@ -296,7 +302,7 @@ class RedisStore(Store):
         ids = [member.decode() for member, _ in rows]
         return ids, (f"({int(rows[-1][1])}" if rows else bound)
 
-    async def _records(self, ids: Iterable[str]) -> builtins.list[Payload]:
+    async def _fetch(self, ids: Iterable[str]) -> builtins.list[Payload]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for payload_id in ids:
                 pipe.hmget(record_key(payload_id), _FIELDS)
@@ -362,7 +368,7 @@ class RedisStore(Store):
             self._writers.pop(payload_id, None)
         return total, tail - head
 
-    async def _log(self, payload_id: str, positions: dict[str, int] | None) -> OutputLog:
+    async def _read_log(self, payload_id: str, positions: dict[str, int] | None) -> OutputLog:
         """The kept output, rebuilt from the entries at or after `positions` (all: None)."""
         streams = STREAMS if positions is None else tuple(positions)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -393,16 +399,16 @@ class RedisStore(Store):
 
     async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
         if stream == "both":
-            return (await self._log(payload_id, None)).read_both(offset)
-        return (await self._log(payload_id, {stream: offset})).read(stream, offset)
+            return (await self._read_log(payload_id, None)).read_both(offset)
+        return (await self._read_log(payload_id, {stream: offset})).read(stream, offset)
 
     async def output_pieces(
         self, payload_id: str, positions: dict[str, int]
     ) -> builtins.list[Piece]:
-        return (await self._log(payload_id, dict(positions))).pieces(positions)
+        return (await self._read_log(payload_id, dict(positions))).pieces(positions)
 
     async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
-        return (await self._log(payload_id, None)).positions_at(offset)
+        return (await self._read_log(payload_id, None)).positions_at(offset)
 
     # -- liveness and changes: what the celery runner and the reaper use ------------------
 
@@ -424,6 +430,10 @@ class RedisStore(Store):
         """Ids of live payloads whose deadline has passed: their worker stopped renewing."""
         ids = await self._expired(keys=[DEADLINES])
         return [i.decode() for i in ids]
+
+    async def request_stop(self, payload_id: str) -> None:
+        """Flag a payload to stop: its worker reads the flag with every renewal."""
+        await self._redis.set(cancel_key(payload_id), b"1", ex=_STOP_TTL)
 
     async def note_host(self, key: str, payload_id: str) -> None:
         """Note a payload in a host's set (what the host janitor looks through)."""

@@ -63,13 +63,17 @@ local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {'gone'} end
 local status = redis.call('HGET', KEYS[1], 'status')
 local new = ARGV[3]
-if ARGV[2] ~= '' and cur ~= ARGV[2] then return {'stale', cur, status} end
--- A claimed payload is moved only by its claimant (who may have started it) or the reaper.
 local owner = redis.call('HGET', KEYS[1], 'worker')
-if cur == 'pending' and owner and owner ~= ARGV[9] then return {'stale', cur, status} end
--- A move follows the transition table; staying in a state that is not terminal is an update.
-if not (allowed[cur][new] or (cur == new and not terminal[cur])) then
-  return {'stale', cur, status}
+-- Compare and set (what the service always asks): the state must still be the one the move
+-- was decided on, the move one the transition table allows (staying in a state that is not
+-- terminal is an update), and a claimed payload is moved only by its claimant (who may have
+-- started it) or the reaper. Without a state before, a put replaces, as in every store.
+if ARGV[2] ~= '' then
+  if cur ~= ARGV[2] then return {'stale', cur, status} end
+  if cur == 'pending' and owner and owner ~= ARGV[9] then return {'stale', cur, status} end
+  if not (allowed[cur][new] or (cur == new and not terminal[cur])) then
+    return {'stale', cur, status}
+  end
 end
 if ARGV[7] == '1' then
   local due = redis.call('ZSCORE', KEYS[2], id)
