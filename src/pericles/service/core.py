@@ -357,12 +357,18 @@ class Service:
         SIGSTOP makes a working payload `paused`, SIGCONT makes a paused one `working`.
         Raises `InvalidSignal` for a signal not in `model.ALLOWED_SIGNALS`.
         """
+        name = self._allowed_signal(asked)
+        run = await self._running(payload_id, f"be sent {name}")
+        return await run.signal(name)
+
+    @staticmethod
+    def _allowed_signal(asked: str) -> str:
+        """The allowed signal's name for `asked`; raises `InvalidSignal`."""
         name = signal_name(asked)
         if name is None:
             allowed = ", ".join(sorted(ALLOWED_SIGNALS))
             raise InvalidSignal(f"signal {asked!r} is not allowed; use one of {allowed}")
-        run = await self._running(payload_id, f"be sent {name}")
-        return await run.signal(name)
+        return name
 
     async def write_stdin(self, payload_id: str, data: bytes, close: bool = False) -> None:
         """Queue `data` for a payload's stdin pipe, then close it if `close`."""

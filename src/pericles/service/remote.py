@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 from pericles.errors import (
     AlreadyTerminal,
-    InvalidSpec,
     NotRunning,
     PayloadNotFound,
     ServiceUnavailable,
@@ -27,7 +26,6 @@ from pericles.errors import (
 )
 from pericles.metrics import Metrics
 from pericles.model import (
-    ALLOWED_SIGNALS,
     STDIN_PIPE,
     Payload,
     Status,
@@ -181,9 +179,8 @@ class RemoteService(Service):
         ended = await self.wait(payload_id, grace + 10 + 2 * self._settings.liveness_ttl)
         return ended
 
-    async def send_signal(self, payload_id: str, name: str) -> Payload:
-        if name not in ALLOWED_SIGNALS:
-            raise InvalidSpec(f"signal {name!r} is not one of {sorted(ALLOWED_SIGNALS)}")
+    async def send_signal(self, payload_id: str, asked: str) -> Payload:
+        name = self._allowed_signal(asked)
         record = await self._running_record(payload_id, f"be sent {name}")
         expect = {
             ("SIGSTOP", Status.WORKING): Status.PAUSED,
