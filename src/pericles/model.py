@@ -327,9 +327,12 @@ class PayloadSpec(BaseModel):
         WHOLE,
     ] = 0
     queue: Annotated[
-        QueueName,
-        Field(description="The queue it waits in: workers started with --queues NAME take it"),
-    ] = DEFAULT_QUEUE
+        QueueName | None,
+        Field(
+            description="The queue it waits in (default: default): celery workers started "
+            "with --queues NAME take it"
+        ),
+    ] = None
     # SecretStr keeps the values out of repr() and model_dump(); Payload.from_spec never
     # copies them, so no record, log line or store ever holds one.
     secret_env: Annotated[

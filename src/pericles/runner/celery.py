@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from pericles.errors import FieldError, ServiceUnavailable
-from pericles.model import Payload, PayloadSpec, Resolved
+from pericles.model import DEFAULT_QUEUE, Payload, PayloadSpec, Resolved
 from pericles.runner.base import Execution
 from pericles.runner.local import LocalRunner
 
@@ -109,7 +109,7 @@ class CeleryRunner(LocalRunner):
                 TASK,
                 args=[record.id],
                 task_id=record.id,
-                queue=record.queue,
+                queue=record.queue or DEFAULT_QUEUE,
                 ignore_result=True,
                 priority=None,
             )
