@@ -28,6 +28,9 @@ T = TypeVar("T")
 PYTHON = sys.executable
 #: When set, servers started here keep their records in a new sqlite file in this directory.
 SQLITE_DIR_ENV = "PERICLES_TESTS_SQLITE_DIR"
+#: When set (a redis:// URL), servers started here use it as store and run payloads on the
+#: celery workers of that broker.
+CLUSTER_ENV = "PERICLES_TESTS_REDIS_URL"
 _STARTED = re.compile(r"Uvicorn running on (https?)://\S+:(\d+)")
 
 
@@ -198,7 +201,10 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise
+            tail = "".join(self.log_lines[-40:])
+            raise AssertionError(
+                f"server did not stop within {timeout}s; its log:\n{tail}"
+            ) from None
         finally:
             self.reader.join(timeout)
             if self.process.stdout is not None:
@@ -225,6 +231,9 @@ def start_server(
     sqlite_dir = full_env.pop(SQLITE_DIR_ENV, None)
     if sqlite_dir and "PERICLES_STORE" not in full_env and "--store" not in args:
         argv += ["--store", f"sqlite:///{Path(sqlite_dir) / uuid.uuid4().hex}.db"]
+    redis_url = full_env.pop(CLUSTER_ENV, None)
+    if redis_url and "PERICLES_STORE" not in full_env and "--store" not in args:
+        argv += ["--store", redis_url, "--runner", "celery"]
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

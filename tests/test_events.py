@@ -12,7 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import Server, SSEvent, post, release, sse_events, wait_for_status
+
+STORES = WITH_CLUSTER
 
 
 def stream_events(client: httpx.Client, url: str, **headers: str) -> Iterator[SSEvent]:

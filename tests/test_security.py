@@ -11,7 +11,10 @@ import httpx
 import pytest
 
 from pericles.tokens import Scope, TokenConfigError, load_tokens
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import Server, run_serve, start_server, wait_for_status, wait_until
+
+STORES = WITH_CLUSTER
 
 RUN_SECRET = "run-secret-0123456789abcdef"
 READ_SECRET = "read-secret-0123456789abcdef"

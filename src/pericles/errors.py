@@ -90,6 +90,10 @@ class AlreadyTerminal(InvalidTransition):
     pass
 
 
+class StaleRecord(InvalidTransition):
+    """The record changed since it was read (another process moved it first): nothing written."""
+
+
 class NotRunning(PericlesError):
     def __init__(self, payload_id: str, current: str, action: str) -> None:
         super().__init__(f"payload {payload_id} is {current!r}: cannot {action}")

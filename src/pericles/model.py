@@ -83,6 +83,8 @@ _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     # PENDING -> LOST: a server died while starting it; recovery never starts it again.
+    # LOST: a worker claimed it, then stopped answering before its start was confirmed. It
+    # may have started: it is never started again.
     Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED, Status.LOST}),
     Status.WORKING: _ENDINGS | {Status.PAUSED},
     Status.PAUSED: _ENDINGS | {Status.WORKING},
@@ -157,6 +159,10 @@ class Resolved:
 STDIN_PIPE = "pipe"
 
 ERROR_PREFIX = "error:"
+
+#: The queue a payload waits in when its spec names none; celery workers consume queues by name.
+DEFAULT_QUEUE = "default"
+QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 def start_error(cmd: str, reason: str) -> str:
@@ -328,6 +334,13 @@ class PayloadSpec(BaseModel):
             "(the payload stays working) instead of killing them (the default)"
         ),
     ] = False
+    queue: Annotated[
+        QueueName | None,
+        Field(
+            description="The queue it waits in (default: default): celery workers started "
+            "with --queues NAME take it"
+        ),
+    ] = None
     # SecretStr keeps the values out of repr() and model_dump(); Payload.from_spec never
     # copies them, so no record, log line or store ever holds one.
     secret_env: Annotated[
@@ -458,6 +471,10 @@ class Payload:
         str | None,
         Field(description="The action's lock: it waits pending while another run holds it"),
     ] = None
+    queue: Annotated[str | None, Field(description="The queue it waits or waited in")] = None
+    worker: Annotated[
+        str | None, Field(description="The worker that runs or ran it (host/pid), celery only")
+    ] = None
 
     @property
     def state(self) -> Status:
@@ -498,6 +515,7 @@ class Payload:
             action=invocation.action if invocation is not None else None,
             args=invocation.args if invocation is not None else None,
             lock=invocation.lock if invocation is not None else None,
+            queue=spec.queue,
         )
 
 

@@ -22,13 +22,15 @@ def _default_max_running() -> int:
 Cap = Annotated[int | None, Field(ge=0)]
 
 #: The store URL schemes known; `pericles.store.open_store` maps each to its backend.
-STORE_SCHEMES = ("memory", "sqlite")
+STORE_SCHEMES = ("memory", "sqlite", "redis")
 
 
 def _store_url(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in STORE_SCHEMES:
-        raise ValueError("expected memory:// or sqlite:///PATH (sqlite:////abs/path.db)")
+        raise ValueError(
+            "expected memory://, sqlite:///PATH (sqlite:////abs/path.db) or redis://HOST:PORT/DB"
+        )
     return url
 
 
@@ -52,10 +54,26 @@ class Settings(BaseSettings):
         str,
         AfterValidator(_store_url),
         Field(
-            description="Where records live: memory://, or sqlite:////abs/path.db to keep them",
+            description="Where records live: memory://, sqlite:////abs/path.db to keep them, "
+            "or redis://HOST:PORT/DB to share them between API replicas and workers",
             json_schema_extra={"metavar": "URL"},
         ),
     ] = "memory://"
+    runner: Annotated[
+        Literal["local", "celery"],
+        Field(
+            description="Where payloads run: local (children of this server) or celery "
+            "(pericles worker processes on any host; needs a redis:// store, also the broker)"
+        ),
+    ] = "local"
+    heartbeat: Annotated[
+        float,
+        Field(gt=0, description="celery: seconds between a worker's liveness renewals"),
+    ] = 1.0
+    liveness_ttl: Annotated[
+        float,
+        Field(gt=0, description="celery: seconds without a renewal before a payload is lost"),
+    ] = 5.0
     max_output: Annotated[
         int, Field(ge=0, description="Bytes of output kept per stream (head and tail halves)")
     ] = MiB

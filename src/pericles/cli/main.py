@@ -22,6 +22,7 @@ import typer
 from pericles import __version__
 from pericles.cli import actions, exitcodes, render
 from pericles.cli.attach import attach
+from pericles.cli.worker import worker
 from pericles.client import (
     AlreadyTerminal,
     Client,
@@ -139,6 +140,9 @@ def serve(ctx: typer.Context) -> None:
     from pericles.cli.serve import main as serve_main
 
     serve_main(list(ctx.args))
+
+
+app.command()(worker)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:

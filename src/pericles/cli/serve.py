@@ -225,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
         for line in exc.lines:
             print(f"handler-serve: {line}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    if settings.runner == "celery" and not settings.store.startswith("redis://"):
+        print(
+            "handler-serve: --runner celery needs a redis:// store (Redis is also its broker)",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE)
     try:
         tokens = settings_tokens(settings)
         warning = check_exposure(settings, tokens)

@@ -37,6 +37,7 @@ _SPEC_FIELDS = (
     "labels",
     "priority",
     "keep_descendants",
+    "queue",
 )
 
 

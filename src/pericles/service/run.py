@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pericles.errors import StdinUnavailable
+from pericles.errors import StaleRecord, StdinUnavailable
 from pericles.model import STDIN_PIPE, Payload, Resolved, Status, start_error, utcnow
 from pericles.redact import Redactor
 from pericles.runner import Execution, Exited, Output, Runner, StartFailed
@@ -130,13 +130,22 @@ class Run:
         self.execution = execution
         started = time.monotonic()
         async with self._lock:
-            await self._move(
-                Status.WORKING,
-                pid=execution.pid,
-                started_at=utcnow(),
-                exe=resolved.exe,
-                exe_sha256=resolved.sha256,
-            )
+            try:
+                await self._move(
+                    Status.WORKING,
+                    pid=execution.pid,
+                    started_at=utcnow(),
+                    exe=resolved.exe,
+                    exe_sha256=resolved.sha256,
+                )
+            except StaleRecord as exc:
+                # Ended by another process while we spawned it (a reaper found our claim
+                # expired): it must not run on unrecorded.
+                log.warning("payload %s: killing what was just started: %s", payload_id, exc)
+                await execution.terminate(0)
+                async for _ in execution.events():
+                    pass
+                return
         self._arm_timers()
         if self._stop is not None:  # cancelled while it was starting
             self._begin_stop()
@@ -146,7 +155,10 @@ class Run:
                 await self._record_output(event)
             elif isinstance(event, Exited):
                 await self._flush_output()
-                await self._end(event, time.monotonic() - started)
+                try:
+                    await self._end(event, time.monotonic() - started)
+                except StaleRecord as exc:  # a reaper took it for lost: its end is not ours
+                    log.warning("payload %s: ended, but %s", payload_id, exc)
 
     async def _record_output(self, event: Output) -> None:
         # Secrets are masked here, before the store: offsets and counts are of masked output.

@@ -21,7 +21,7 @@ import asyncio
 import builtins
 import collections
 
-from pericles.errors import PayloadNotFound, StoreUnavailable
+from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
 from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
 from pericles.store.output import OutputLog
 
@@ -86,10 +86,17 @@ class Store:
             self._records.pop(record.id, None)
             raise
 
-    async def put(self, record: Payload) -> None:
-        """Replace the record with the same id; raises `PayloadNotFound`."""
-        if record.id not in self._records:
+    async def put(self, record: Payload, before: Status | None = None) -> None:
+        """Replace the record with the same id; raises `PayloadNotFound`.
+
+        With `before`, only while the stored record is still in that state (compare and set):
+        raises `StaleRecord` otherwise, when another process (a worker, a reaper) moved it.
+        """
+        current = self._records.get(record.id)
+        if current is None:
             raise PayloadNotFound(record.id)
+        if before is not None and current.state is not before:
+            raise StaleRecord(record.id, current.status, record.status)
         self._records[record.id] = record
         if record.state is not Status.PENDING:
             self._unmark(record.id)
@@ -100,6 +107,11 @@ class Store:
             self._unsaved.discard(record.id)
             final = self._output.get(record.id)
         self._persist(record, final)
+
+    async def claim(self, payload_id: str, owner: str) -> bool:
+        """Make a pending payload `owner`'s to start, unless another owner has it: the start
+        guard of stores shared by many processes (`RedisStore`). True when `owner` has it."""
+        raise NotImplementedError(f"{type(self).__name__} is not shared between processes")
 
     async def get(self, payload_id: str) -> Payload:
         """The record with this id; raises `PayloadNotFound`."""
