@@ -28,7 +28,14 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
-pytest: $(VENV)/.test-deps
+# Browser tests drive Debian's chromium through Playwright (whose own browser download is
+# not used): install the package when it is missing, or stop with one line naming it.
+$(VENV)/.chromium: $(VENV)/.test-deps
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| { echo "make: the tests need the Debian package chromium"; exit 1; }
+	touch $@
+
+pytest: $(VENV)/.test-deps $(VENV)/.chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest

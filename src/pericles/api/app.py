@@ -15,6 +15,7 @@ from pericles import __version__, process
 from pericles import policy as command_policy
 from pericles.api import check, control, events, operations, output, payloads, problems
 from pericles.api.auth import AUTH_RESPONSES, authorize
+from pericles.api.origin import AdmittedHosts, BrowserGuard
 from pericles.api.render import RenderCache
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
@@ -103,4 +104,7 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
             allow_headers=_CORS_HEADERS,
             expose_headers=_CORS_EXPOSED,
         )
+    # Outermost of all: a request from an unadmitted Host or a foreign page reaches nothing.
+    hosts = AdmittedHosts(settings.host, settings.public_host)
+    app.add_middleware(BrowserGuard, hosts=hosts, cors_origins=settings.cors_origin)
     return app
