@@ -17,6 +17,7 @@ from pericles.api import check, control, events, operations, output, payloads, p
 from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.origin import AdmittedHosts, BrowserGuard
 from pericles.api.render import RenderCache
+from pericles.api.scrub import ScrubProblems
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
 from pericles.posture import log_posture
@@ -107,4 +108,7 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     # Outermost of all: a request from an unadmitted Host or a foreign page reaches nothing.
     hosts = AdmittedHosts(settings.host, settings.public_host)
     app.add_middleware(BrowserGuard, hosts=hosts, cors_origins=settings.cors_origin)
+    if tokens:
+        # Around everything, the guard's own refusals included: they quote a Host, an origin.
+        app.add_middleware(ScrubProblems, tokens=tokens)
     return app

@@ -76,7 +76,7 @@ def check_exposure(settings: Settings, tokens: TokenSet) -> str | None:
 
 
 def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> None:
-    config_dict = log_config(settings.log_level, settings.log_format)
+    config_dict = log_config(settings.log_level, settings.log_format, tokens)
     logging.config.dictConfig(config_dict)
     if warning:
         log.warning("%s", warning)
