@@ -58,6 +58,8 @@ class Decision:
     exe_sha256: str | None = None
     max_timeout: float | None = None
     max_memory: int | None = None
+    #: The allowing rule pins the file's sha256: the very file that was hashed must run.
+    pinned: bool = False
 
 
 NO_POLICY = Decision(True, None, "no policy: any command may run")
@@ -161,7 +163,14 @@ class Policy:
             if why is None:
                 reason = f"allowed by {rule.name}"
                 return Decision(
-                    True, rule.name, reason, exe, sha, rule.max_timeout, rule.max_memory
+                    True,
+                    rule.name,
+                    reason,
+                    exe,
+                    sha,
+                    rule.max_timeout,
+                    rule.max_memory,
+                    pinned=rule.sha256 is not None,
                 )
             first_refusal = first_refusal or Decision(False, rule.name, why, exe, sha)
         if first_refusal is not None:

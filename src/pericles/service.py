@@ -445,6 +445,8 @@ class Service:
             decision = self._policy.evaluate(spec, resolved)
             if not decision.allowed:
                 raise StartFailed(f"refused by the command policy: {decision.reason}")
+            # The runner starts exactly this file, named so, in this directory.
+            resolved = dataclasses.replace(resolved, judged=True, pinned=decision.pinned)
         return resolved
 
     async def _end(self, run: _Run, event: Exited, duration: float) -> None:

@@ -4,7 +4,16 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
 from pericles.process.child import Child, Exit, OutputSink
-from pericles.process.exe import DigestCache, Resolved, canonical, identify
+from pericles.process.exe import (
+    DigestCache,
+    MagicLink,
+    Resolved,
+    Target,
+    canonical,
+    changed,
+    identify,
+    open_target,
+)
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
 from pericles.process.orphans import boot_id, kill_group
@@ -25,6 +34,7 @@ __all__ = [
     "Child",
     "DigestCache",
     "Exit",
+    "MagicLink",
     "OutputSink",
     "Resolved",
     "RunAs",
@@ -33,15 +43,18 @@ __all__ = [
     "StdinFull",
     "StdinWriter",
     "Stdio",
+    "Target",
     "UnknownIdentity",
     "become_subreaper",
     "boot_id",
     "canonical",
+    "changed",
     "check_cwd",
     "identify",
     "is_root",
     "kill_group",
     "kill_strays",
+    "open_target",
     "parse_run_as",
     "resolve_executable",
     "spawn",

@@ -139,6 +139,12 @@ class LocalRunner(Runner):
     async def start(
         self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
     ) -> Execution:
+        """Start `spec`; with `resolved`, only if what opens now is what was judged.
+
+        The executable and cwd are opened once more, compared with `resolved`, and the child
+        starts from those open files: in the open directory (fchdir) and, when a rule pinned
+        the digest, from the open file that was hashed.
+        """
         env = self._env(spec)
         execution: LocalExecution | None = None
 
@@ -147,6 +153,13 @@ class LocalRunner(Runner):
             execution.on_output(stream, data)
 
         try:
+            target = await process.open_target(spec.cmd, env.get("PATH"), spec.cwd, self._digests)
+        except process.SpawnFailed as exc:
+            raise StartFailed(exc.reason) from exc
+        try:
+            if resolved is not None and (why := process.changed(resolved, target.resolved)):
+                raise StartFailed(why)
+            judged = resolved or target.resolved
             child = process.spawn(
                 spec.cmd,
                 spec.params,
@@ -154,12 +167,17 @@ class LocalRunner(Runner):
                 sink,
                 asyncio.get_running_loop(),
                 stdio=self._stdio(spec),
-                cwd=spec.cwd,
+                cwd_fd=target.cwd_fd,
                 limits=spec.limits.given() if spec.limits is not None else None,
-                executable=resolved.exe if resolved is not None else None,
+                executable=target.exe_fd if judged.pinned else target.resolved.exe,
+                # The judged file's own name: a caller's symlink spelling could make a
+                # multi-call program act as another, or Python find a fake virtualenv.
+                argv0=judged.exe if judged.judged else None,
                 run_as=self._run_as,
             )
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
+        finally:
+            target.close()
         execution = LocalExecution(payload_id, child)
         return execution
