@@ -15,14 +15,20 @@ matched its file (or none) and why.
     max_params = 3
     params = [{values = ["-n", "-e"]}, {regex = "[a-z ]+"}]   # per position, regex fullmatch
     rest = {regex = "[a-z]+"}      # positions after `params`; without it, none are allowed
-    env = ["LANG", "LC_ALL"]       # the only env names accepted (hooks too, if named here)
+    env = ["LANG", "LC_*"]         # the only env names accepted (patterns: shell wildcards)
     cwd = ["/srv/work"]            # cwd must be one of these or under one
     max_timeout = 60               # also the default timeout
     max_memory = 268435456         # limits.memory_bytes cap, also the default
 
-Without `env`, a rule accepts any name except the loader and interpreter hooks listed in
-`pericles.envhooks`. Without `cwd`, a rule refuses any `cwd`: a directory can change what
-an interpreter loads (Python puts it first on sys.path for `-c`), so it must be named.
+The environment is an allow-list: a rule accepts only the variable names its `env` lists
+(in `env` and `secret_env` alike), and a rule without `env`, as every `--allow PATTERN` rule,
+accepts none. A deny-list could never be complete: PATH points `tar` at another `gzip`,
+editor, pager and option variables make git, less and tar run commands. `PATH` is no
+exception: payloads get the server's (`--payload-path`) unless the rule lists `PATH`. The
+loader and interpreter hooks of `pericles.envhooks` stay a second fence: a rule admits one
+only by its exact name, never through a wildcard entry. Without `cwd`, a rule refuses any
+`cwd`: a directory can change what an interpreter loads (Python puts it first on sys.path
+for `-c`), so it must be named.
 """
 
 from __future__ import annotations
@@ -124,11 +130,17 @@ class Rule:
 
     def _env(self, spec: PayloadSpec, resolved: Resolved) -> str | None:
         for name in [*(spec.env or {}), *(spec.secret_env or {})]:
-            if self.env is not None:
-                if name not in self.env:
-                    return f"env {name} is not one the rule accepts"
-            elif (entry := envhooks.hook(name)) is not None:
-                return f"env {name} ({entry}) can change what the program does"
+            if self.env is None:
+                return f"env {name} is not accepted: the rule lists no env names, so it takes none"
+            if name in self.env:
+                continue
+            if not any(fnmatch.fnmatchcase(name, entry) for entry in self.env):
+                return f"env {name} is not one the rule accepts"
+            if (entry := envhooks.hook(name)) is not None:
+                return (
+                    f"env {name} ({entry}) can change what the program does: "
+                    "a rule admits it only by its exact name"
+                )
         return None
 
     def _cwd(self, spec: PayloadSpec, resolved: Resolved) -> str | None:
@@ -197,8 +209,8 @@ def with_rule_caps(spec: PayloadSpec, decision: Decision) -> PayloadSpec:
 # -- loading -----------------------------------------------------------------------------
 
 
-def rule_path(text: str) -> str:
-    """A rule's path resolved as commands are: bare names on the default PATH, then realpath.
+def rule_path(text: str, search_path: str = DEFAULT_PATH) -> str:
+    """A rule's path resolved as commands are: bare names on the payloads' PATH, then realpath.
 
     With wildcards, only the directories before the first wildcard segment are resolved.
     """
@@ -207,9 +219,9 @@ def rule_path(text: str) -> str:
     if not _WILDCARDS.search(text):
         if "/" not in text:
             try:
-                return resolve(text, DEFAULT_PATH)
+                return resolve(text, search_path)
             except SpawnFailed as exc:
-                raise PolicyError(f"{text!r} is not on {DEFAULT_PATH}: {exc.reason}") from exc
+                raise PolicyError(f"{text!r} is not on {search_path}: {exc.reason}") from exc
         return canonical(text)
     if not text.startswith("/"):
         raise PolicyError(f"{text!r}: a pattern with wildcards must be an absolute path")
@@ -239,7 +251,7 @@ _KEYS = {"name", "cmd", "sha256", "params", "rest", "max_params", "env", "cwd"}
 _KEYS |= {"max_timeout", "max_memory"}
 
 
-def _rule(data: Any, index: int) -> Rule:
+def _rule(data: Any, index: int, search_path: str) -> Rule:
     if not isinstance(data, dict):
         raise PolicyError(f"rule {index}: expected a table")
     name = str(data.get("name") or f"rule {index}")
@@ -251,7 +263,7 @@ def _rule(data: Any, index: int) -> Rule:
     sha = data.get("sha256")
     return Rule(
         name=name,
-        pattern=rule_path(data["cmd"]),
+        pattern=rule_path(data["cmd"], search_path),
         sha256=str(sha).lower() if sha is not None else None,
         params=(
             tuple(_param_rule(p, f"{name}: params[{i}]") for i, p in enumerate(params))
@@ -279,20 +291,27 @@ def _int(value: Any, where: str) -> int | None:
     return value
 
 
-def load(allow: Sequence[str], policy_file: str | os.PathLike[str] | None) -> Policy | None:
-    """The policy from `--allow` patterns and a TOML file; None when neither is given."""
-    rules: list[Rule] = [Rule(f"--allow {text}", rule_path(text)) for text in allow]
+def load(
+    allow: Sequence[str],
+    policy_file: str | os.PathLike[str] | None,
+    search_path: str = DEFAULT_PATH,
+) -> Policy | None:
+    """The policy from `--allow` patterns and a TOML file; None when neither is given.
+
+    Bare command names are looked up on `search_path`, the PATH payloads get.
+    """
+    rules: list[Rule] = [Rule(f"--allow {text}", rule_path(text, search_path)) for text in allow]
     if policy_file is not None:
         try:
             with open(policy_file, "rb") as f:
                 data = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise PolicyError(f"{policy_file}: {exc}") from exc
-        rules.extend(_rules(data.get("rule", [])))
+        rules.extend(_rules(data.get("rule", []), search_path))
     return Policy(tuple(rules)) if allow or policy_file is not None else None
 
 
-def _rules(items: Iterable[Any]) -> list[Rule]:
+def _rules(items: Iterable[Any], search_path: str) -> list[Rule]:
     if not isinstance(items, list):
         raise PolicyError("`rule` must be an array of tables ([[rule]])")
-    return [_rule(item, i) for i, item in enumerate(items)]
+    return [_rule(item, i, search_path) for i, item in enumerate(items)]

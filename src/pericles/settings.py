@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     inherit_env: Annotated[
         bool, Field(description="Give payloads the server's environment instead of PATH only")
     ] = False
+    payload_path: Annotated[
+        str | None,
+        Field(
+            description="PATH payloads get and bare commands are looked up on (default: "
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin, or the server's "
+            "with --inherit-env); under a policy a payload sets its own only if its rule "
+            "lists PATH"
+        ),
+    ] = None
     max_stdin: Annotated[
         int, Field(ge=0, description="Bytes of stdin a payload may be given or have queued")
     ] = MiB

@@ -46,7 +46,9 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
 
     Raises `TokenConfigError`, `PolicyError` or `UnknownIdentity` for bad settings.
     """
-    policy = command_policy.load(settings.allow, settings.policy)
+    policy = command_policy.load(
+        settings.allow, settings.policy, settings.payload_path or process.DEFAULT_PATH
+    )
     run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
     if tokens is None:
         secret = settings.token.get_secret_value() if settings.token is not None else None
@@ -56,7 +58,13 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.store, settings.max_output)
         await store.open()
-        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
+        runner = LocalRunner(
+            settings.inherit_env,
+            settings.max_stdin,
+            run_as,
+            settings.payload_path,
+            own_path_lookup=policy is not None,
+        )
         await runner.open()
         service = Service(settings, store, runner, metrics, policy)
         log_posture(policy, run_as)

@@ -74,8 +74,11 @@ class LocalRunner(Runner):
     """Runs payloads here through `pericles.process`.
 
     `inherit_env` gives payloads this server's environment under their own `env`, instead of
-    `PATH` alone; `max_stdin` bounds the stdin bytes queued per payload; `run_as` is the user
-    and group payloads drop to.
+    `PATH` alone; `payload_path` is the PATH they get (default `DEFAULT_PATH`);
+    with `own_path_lookup` (under a command policy) a bare command is found on that PATH even
+    when the payload sets its own, so what is judged never depends on the caller's PATH;
+    `max_stdin` bounds the stdin bytes queued per payload; `run_as` is the user and group
+    payloads drop to.
     """
 
     def __init__(
@@ -83,11 +86,16 @@ class LocalRunner(Runner):
         inherit_env: bool = False,
         max_stdin: int = 1024 * 1024,
         run_as: process.RunAs | None = None,
+        payload_path: str | None = None,
+        own_path_lookup: bool = False,
     ) -> None:
         base: dict[str, str] = {"PATH": process.DEFAULT_PATH}
         if inherit_env:
             # Never our own settings: PERICLES_TOKEN is a secret, the rest is not theirs.
             base.update((k, v) for k, v in os.environ.items() if not k.startswith("PERICLES_"))
+        if payload_path is not None:
+            base["PATH"] = payload_path
+        self._own_path_lookup = own_path_lookup
         self._base_env: Mapping[str, str] = base
         self._max_stdin = max_stdin
         self._run_as = run_as
@@ -129,8 +137,11 @@ class LocalRunner(Runner):
         # A fresh dict per payload: one payload's secrets never reach another's environment.
         return {**self._base_env, **(spec.env or {}), **secrets}
 
+    def _search_path(self, spec: PayloadSpec) -> str | None:
+        return (self._base_env if self._own_path_lookup else self._env(spec)).get("PATH")
+
     async def identify(self, spec: PayloadSpec) -> Resolved:
-        search_path = self._env(spec).get("PATH")
+        search_path = self._search_path(spec)
         try:
             return await process.identify(spec.cmd, search_path, spec.cwd, self._digests)
         except process.SpawnFailed as exc:
