@@ -80,6 +80,12 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
     logging.config.dictConfig(config_dict)
     if warning:
         log.warning("%s", warning)
+    if not is_loopback(settings.host) and not settings.public_host:
+        log.warning(
+            "listening on %s with no --public-host: requests that name this server by a "
+            "host name get 403 (DNS rebinding guard); only its addresses are answered",
+            settings.host,
+        )
     try:
         app = create_app(settings, tokens)
     except (PolicyError, UnknownIdentity) as exc:
