@@ -52,9 +52,13 @@ class ScrubProblems:
                 body.extend(message.get("body", b""))
                 if message.get("more_body", False):
                     return
-                data = orjson.dumps(
-                    _scrubbed(orjson.loads(body), self.tokens), option=orjson.OPT_APPEND_NEWLINE
-                )
+                try:
+                    data = orjson.dumps(
+                        _scrubbed(orjson.loads(body), self.tokens),
+                        option=orjson.OPT_APPEND_NEWLINE,
+                    )
+                except orjson.JSONDecodeError:  # not ours to parse: scrub it as text
+                    data = self.tokens.redact(body.decode("utf-8", "replace")).encode()
                 headers = MutableHeaders(raw=start["headers"])
                 headers["content-length"] = str(len(data))
                 await send(start)
