@@ -208,32 +208,6 @@ class PayloadSpec(BaseModel):
             raise ValueError(f"secret_env: {sorted(both)} are also in env")
         return self
 
-    @model_validator(mode="after")
-    def _secrets_only_in_secret_env(self) -> PayloadSpec:
-        # Every other field is stored, shown, logged or quoted in refusals: a secret_env value
-        # found in one would leak by that door. The message names the field, never the value.
-        if not self.secret_env:
-            return self
-        secrets = {name: v.get_secret_value() for name, v in self.secret_env.items()}
-        for where, text in self._kept_texts():
-            for name, value in secrets.items():
-                if value in text:
-                    raise ValueError(
-                        f"{where} contains the value of secret_env {name}: a secret may only "
-                        "be given in secret_env"
-                    )
-        return self
-
-    def _kept_texts(self) -> list[tuple[str, str]]:
-        """Every text of the spec that the server keeps or shows, by where it is."""
-        texts = [("cmd", self.cmd)]
-        texts += [(f"params[{i}]", p) for i, p in enumerate(self.params)]
-        for field, mapping in (("env", self.env), ("labels", self.labels)):
-            for key, value in (mapping or {}).items():
-                texts += [(f"{field} (a name)", key), (f"{field}.{key}", value)]
-        texts += [(field, v) for field, v in (("cwd", self.cwd), ("stdin", self.stdin)) if v]
-        return texts
-
     def secret_values(self) -> list[str]:
         return [v.get_secret_value() for v in (self.secret_env or {}).values()]
 
