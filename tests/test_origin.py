@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -257,3 +258,30 @@ def test_a_public_host_reached_by_name_works_in_a_browser(guarded: Server, page:
         ".then(r => r.status)"
     )
     assert status == 201
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Host: evil.example\r\nHost: 127.0.0.1\r\n",
+        b"Host: 127.0.0.1\r\nHost: evil.example\r\n",
+        b"Host: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\nOrigin: https://evil.example\r\n",
+    ],
+)
+def test_repeated_headers_cannot_smuggle_a_name_or_an_origin(
+    guarded: Server, headers: bytes
+) -> None:
+    request = b"POST /payloads HTTP/1.1\r\n" + headers
+    request += b'Content-Length: 15\r\nConnection: close\r\n\r\n{"cmd": "true"}'
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+
+
+def test_a_trailing_dot_names_the_same_host(guarded: Server) -> None:
+    with guarded.client() as client:
+        assert client.get("/healthz", headers={"Host": f"{PUBLIC}."}).status_code == 200
+        assert client.get("/healthz", headers={"Host": "localhost.:1"}).status_code == 200

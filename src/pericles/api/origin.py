@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pericles.api.problems import problem_response
 
 _SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 #: The request headers both checks read.
 _SIGNALS = frozenset({b"host", b"origin", b"sec-fetch-site", b"referer"})
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
@@ -39,9 +39,13 @@ _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(text.strip("[]"))
+        address = ipaddress.ip_address(text.strip("[]"))
     except ValueError:
         return None
+    # A dual-stack socket sees IPv4 clients as ::ffff:a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def split_host(value: str) -> tuple[str, str | None]:
@@ -55,8 +59,13 @@ def split_host(value: str) -> tuple[str, str | None]:
         return name, rest[1:] if rest.startswith(":") else None
     if value.count(":") == 1:
         name, port = value.split(":")
-        return name, port
-    return value, None
+        return _fqdn(name), port
+    return _fqdn(value), None
+
+
+def _fqdn(name: str) -> str:
+    """`name` without the root's trailing dot: `example.com.` is `example.com`."""
+    return name[:-1] if name.endswith(".") and len(name) > 1 else name
 
 
 def _is_loopback(name: str) -> bool:
@@ -131,7 +140,10 @@ class BrowserGuard:
         seen: dict[bytes, str] = {}
         for key, value in scope["headers"]:
             if key in _SIGNALS:
-                seen[key] = value.decode("latin-1")
+                text = value.decode("latin-1")
+                # A repeated header is judged as one list: two Hosts or two Origins that
+                # differ are no name or origin we admit.
+                seen[key] = f"{seen[key]}, {text}" if key in seen and seen[key] != text else text
         why = self._bad_host(scope, seen.get(b"host"))
         if why is not None:
             await self._refuse(scope, send, why, "host-not-admitted")
