@@ -19,9 +19,13 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless chromium for the session; each test opens its own context."""
+    """One headless chromium per module; each test opens its own context.
+
+    Per module, not per session: Playwright's sync API keeps an event loop running in this
+    thread while it is open, and other modules' tests call `asyncio.run`.
+    """
     with sync_playwright() as playwright:
         # The rules map a test-only name to loopback, as a rebinding attacker's DNS would.
         chromium = playwright.chromium.launch(
