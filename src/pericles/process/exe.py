@@ -225,8 +225,10 @@ async def open_target(
     try:
         real_cwd = fd_path(cwd_fd) if cwd_fd is not None else None
         resolved = Resolved(fd_path(exe_fd), await cache.sha256(exe_fd), real_cwd)
-    except BaseException:
+    except BaseException as exc:
         Target(Resolved("", None), exe_fd, cwd_fd).close()
+        if isinstance(exc, OSError):
+            raise SpawnFailed(exc.errno or errno.EIO) from exc
         raise
     return Target(resolved, exe_fd, cwd_fd)
 

@@ -143,6 +143,8 @@ class LocalRunner(Runner):
             return await process.identify(spec.cmd, search_path, spec.cwd, self._digests)
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
+        except OSError as exc:  # whatever the OS refuses ends as a start error, never stuck
+            raise StartFailed(exc.strerror or str(exc)) from exc
 
     async def start(
         self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
@@ -164,6 +166,8 @@ class LocalRunner(Runner):
             target = await process.open_target(spec.cmd, env.get("PATH"), spec.cwd, self._digests)
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
+        except OSError as exc:
+            raise StartFailed(exc.strerror or str(exc)) from exc
         try:
             if resolved is not None and (why := process.changed(resolved, target.resolved)):
                 raise StartFailed(why)
@@ -185,6 +189,8 @@ class LocalRunner(Runner):
             )
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
+        except OSError as exc:  # e.g. no descriptors left for its pipes (EMFILE)
+            raise StartFailed(exc.strerror or str(exc)) from exc
         finally:
             target.close()
         execution = LocalExecution(payload_id, child)
