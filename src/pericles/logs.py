@@ -9,11 +9,17 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from pericles.tokens import TokenSet
+
+class Redacts(Protocol):
+    """What finds secrets in a text (`tokens.TokenSet`); false when it has none."""
+
+    def __bool__(self) -> bool: ...
+
+    def redact(self, text: str) -> str: ...
 
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -77,7 +83,7 @@ class RedactTokens(logging.Filter):
     `TokenSet.redact`), so no line the server writes holds a token.
     """
 
-    def __init__(self, tokens: TokenSet) -> None:
+    def __init__(self, tokens: Redacts) -> None:
         super().__init__()
         self.tokens = tokens
 
@@ -102,7 +108,7 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def log_config(level: str, fmt: str, tokens: TokenSet | None = None) -> dict[str, Any]:
+def log_config(level: str, fmt: str, tokens: Redacts | None = None) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the server, uvicorn's loggers included.
 
     With `tokens`, their secrets are redacted from every line (`RedactTokens`).
