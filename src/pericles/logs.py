@@ -21,6 +21,7 @@ class Redacts(Protocol):
 
     def redact(self, text: str) -> str: ...
 
+
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
