@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import operator
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from functools import partial
@@ -21,9 +19,10 @@ import pytest
 from tests.helpers import (
     PYTHON,
     Server,
-    create,
     group_members,
     handler_serve,
+    pericles_path,
+    post,
     release,
     wait_for_status,
     wait_until,
@@ -48,13 +47,6 @@ for i in range(3):
         stream.flush()
         wait_for_gate()
 """
-
-
-def pericles_path() -> str:
-    path = shutil.which("pericles", path=str(Path(sys.executable).parent))
-    if path is None:
-        raise RuntimeError("pericles is not installed beside this Python")
-    return path
 
 
 def cli_env(server: Server) -> dict[str, str]:
@@ -192,7 +184,7 @@ def test_ctrl_c_cancels_the_remote_payload(server: Server, client: httpx.Client)
 
 
 def test_ids_resolve_from_unique_prefixes(server: Server, client: httpx.Client) -> None:
-    ids = [create(client, "/bin/true")["id"] for _ in range(17)]
+    ids = [post(client, "/bin/true")["id"] for _ in range(17)]
     everyone = [r["id"] for r in client.get("/payloads").json()]
     mine = ids[0]
     size = next(n for n in range(1, 33) if sum(x.startswith(mine[:n]) for x in everyone) == 1)
@@ -215,7 +207,7 @@ def test_ids_resolve_from_unique_prefixes(server: Server, client: httpx.Client) 
 
 
 def test_json_output_parses_back(server: Server, client: httpx.Client) -> None:
-    payload_id = create(client, "/bin/sh", "-c", "echo hi; exit 5")["id"]
+    payload_id = post(client, "/bin/sh", "-c", "echo hi; exit 5")["id"]
     waited = pericles(server, "wait", "--json", payload_id[:10])
     assert waited.returncode == 5
     record = json.loads(waited.stdout)
@@ -231,7 +223,7 @@ def test_json_output_parses_back(server: Server, client: httpx.Client) -> None:
 
 
 def test_ls_is_a_plain_table_when_piped(server: Server, client: httpx.Client) -> None:
-    payload_id = create(client, "/bin/echo", "two words")["id"]
+    payload_id = post(client, "/bin/echo", "two words")["id"]
     wait_for_status(client, payload_id)
     listed = pericles(server, "ls", "--status", "finished")
     assert listed.returncode == 0
@@ -247,7 +239,7 @@ def test_logs_follows_until_the_end(server: Server, client: httpx.Client, tmp_pa
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     script = 'echo a; echo b >&2; read x < "$0"; echo c'
-    payload_id = create(client, "/bin/sh", "-c", script, str(gate))["id"]
+    payload_id = post(client, "/bin/sh", "-c", script, str(gate))["id"]
     follower = start(server, "logs", "-f", payload_id, stdout=subprocess.PIPE)
     try:
         assert follower.stdout is not None
@@ -266,7 +258,7 @@ def test_logs_follows_until_the_end(server: Server, client: httpx.Client, tmp_pa
 
 
 def test_rm_forgets_and_cancel_refuses_ended_ones(server: Server, client: httpx.Client) -> None:
-    payload_id = create(client, "/bin/true")["id"]
+    payload_id = post(client, "/bin/true")["id"]
     wait_for_status(client, payload_id)
     refused = pericles(server, "cancel", payload_id)
     assert refused.returncode == 1

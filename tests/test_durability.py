@@ -16,6 +16,7 @@ from tests.helpers import (
     Server,
     group_members,
     handler_serve,
+    pericles_path,
     post,
     running_server,
     start_server,
@@ -123,6 +124,14 @@ def test_pending_payloads_resume_and_working_ones_are_lost(tmp_path: Path) -> No
     with running_server(*args) as again, again.client() as client:
         lost = wait_for_status(client, working["id"], "lost")
         assert lost["finished_at"] is not None
+        # `pericles wait` hands on the outcome of every terminal status, `lost` included.
+        waited = subprocess.run(
+            [pericles_path(), "--server", again.url, "wait", working["id"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert (waited.returncode, waited.stderr) == (125, "")
         assert client.get(f"/payloads/{working['id']}/output").text == "started\n"
         wait_until(lambda: not live_members(pgrp), 10, "the lost payload's processes to die")
         done = [wait_for_status(client, p["id"]) for p in (urgent, first, second)]

@@ -36,9 +36,36 @@ class Status(StrEnum):
     LOST = "lost"
 
 
-TERMINAL: frozenset[Status] = frozenset(
-    {Status.FINISHED, Status.ERROR, Status.CANCELLED, Status.TIMEOUT, Status.LOST}
-)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a status means to whoever reads it: final or not, the CLI's exit code, a colour."""
+
+    terminal: bool
+    #: What `pericles run --wait` and `pericles wait` exit with; None for `finished`, which
+    #: hands on the process's own exit code (128+N for signal N), and for states not final.
+    exit_code: int | None
+    #: A Rich colour name for the status in tables.
+    colour: str
+
+
+#: One row per status: adding a status without its outcome fails at import.
+OUTCOMES: dict[Status, Outcome] = {
+    Status.PENDING: Outcome(False, None, "yellow"),
+    Status.WORKING: Outcome(False, None, "cyan"),
+    Status.PAUSED: Outcome(False, None, "magenta"),
+    Status.FINISHED: Outcome(True, None, "green"),
+    # As a shell's "command not found".
+    Status.ERROR: Outcome(True, 127, "red"),
+    # As a shell after Ctrl-C.
+    Status.CANCELLED: Outcome(True, 130, "bright_black"),
+    # As coreutils `timeout`.
+    Status.TIMEOUT: Outcome(True, 124, "red"),
+    # How it ended is unknown: as coreutils `timeout` or `env` when they themselves fail.
+    Status.LOST: Outcome(True, 125, "red"),
+}
+assert OUTCOMES.keys() == set(Status), "every status needs its outcome"
+
+TERMINAL: frozenset[Status] = frozenset(s for s, outcome in OUTCOMES.items() if outcome.terminal)
 
 _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.LOST})
 
@@ -68,6 +95,57 @@ ALLOWED_SIGNALS = frozenset(
         "SIGWINCH",
     }
 )
+
+
+def signal_name(value: str) -> str | None:
+    """The allow-listed name for `value` ("USR1", "sigusr1", "SIGUSR1"); None if not allowed."""
+    name = value.upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    return name if name in ALLOWED_SIGNALS else None
+
+
+#: The streams a payload writes, in the order they are shown.
+STREAMS = ("stdout", "stderr")
+
+#: The longest a request may wait for a payload to end (`GET /payloads/{id}?wait=`), seconds.
+MAX_WAIT = 300.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Piece:
+    """Bytes of one stream, at `offset` in that stream and `coff` in the combined output."""
+
+    stream: str
+    offset: int
+    coff: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        """Where a reader of this stream resumes after this piece."""
+        return next_offset(self.offset, len(self.data))
+
+
+def next_offset(offset: int, size: int, dropped: int = 0) -> int:
+    """Where a reader resumes after `size` bytes read from `offset`, `dropped` before them."""
+    return offset + dropped + size
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resolved:
+    """A command as it will run: the absolute executable and its digest, and the real cwd.
+
+    `judged` says a policy allowed this very file (argv[0] is then `exe`, never the caller's
+    spelling); `pinned` that the allowing rule pinned its sha256 (the open file is executed).
+    """
+
+    exe: str
+    #: Hex SHA-256 of the executable; None when the server cannot read it (exec-only file).
+    sha256: str | None
+    cwd: str | None = None
+    judged: bool = False
+    pinned: bool = False
+
 
 #: The `stdin` value that keeps a payload's stdin open for `POST /payloads/{id}/stdin`.
 STDIN_PIPE = "pipe"
@@ -320,12 +398,31 @@ class Payload:
         )
 
 
-def check_transition(record: Payload, wanted: Status) -> None:
-    """Raise unless `record` may move to `wanted`; the error names both states."""
-    from pericles.errors import AlreadyTerminal, InvalidTransition
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListQuery:
+    """Which records a list asks for. The defaults ask for every record, oldest first."""
 
-    current = record.state
-    if wanted in TRANSITIONS[current]:
-        return
-    error = AlreadyTerminal if current in TERMINAL else InvalidTransition
-    raise error(record.id, record.status, wanted.value)
+    #: Keep records in any of these states; empty keeps all. ERROR matches every `error:...`.
+    statuses: frozenset[Status] = frozenset()
+    #: Keep records that carry every one of these (key, value) labels.
+    labels: tuple[tuple[str, str], ...] = ()
+    #: At most this many records; None for no limit.
+    limit: int | None = None
+    #: Start after the record with this id (cursor pagination).
+    after: str | None = None
+    descending: bool = False
+
+    def matches(self, record: Payload) -> bool:
+        if self.statuses and record.state not in self.statuses:
+            return False
+        if self.labels:
+            labels = record.labels or {}
+            return all(labels.get(key) == value for key, value in self.labels)
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    records: list[Payload]
+    #: True when records past this page match too: ask again with `after` the last id.
+    more: bool

@@ -42,9 +42,9 @@ class Server:
     def __init__(self, settings: Settings, tokens: TokenSet | None = None) -> None:
         self.settings = settings
         self.tokens = settings_tokens(settings) if tokens is None else tokens
-        self.policy = command_policy.load(
-            settings.allow, settings.policy, settings.payload_path or process.DEFAULT_PATH
-        )
+        # Bare names in rules are looked up on the PATH payloads get (--payload-path).
+        paths = process.HostPaths(settings.payload_path or process.DEFAULT_PATH)
+        self.policy = command_policy.load(settings.allow, settings.policy, paths)
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.max_output)

@@ -15,7 +15,7 @@ from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.payloads import _read_body
 from pericles.api.problems import Problem
 from pericles.api.render import JSONResponse
-from pericles.model import ALLOWED_SIGNALS, Payload
+from pericles.model import Payload
 
 router = APIRouter()
 
@@ -49,18 +49,6 @@ def _parse(model: type[M], body: bytes) -> M:
         raise Problem(422, "invalid-request", detail) from exc
 
 
-def signal_name(value: str) -> str:
-    """The allow-listed name for `value` ("USR1", "sigusr1", "SIGUSR1"); 422 otherwise."""
-    name = value.upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
-    if name not in ALLOWED_SIGNALS:
-        allowed = ", ".join(sorted(ALLOWED_SIGNALS))
-        raise Problem(
-            422, "invalid-signal", f"signal {value!r} is not allowed; use one of {allowed}"
-        )
-    return name
-
-
 @router.post(
     "/payloads/{payload_id}/cancel",
     response_model=Payload,
@@ -79,7 +67,7 @@ async def signal_payload(
     payload_id: str, request: Request, service: ServiceDep, settings: SettingsDep
 ) -> Response:
     body = _parse(SignalRequest, await _read_body(request, settings.max_body))
-    return JSONResponse(await service.send_signal(payload_id, signal_name(body.signal)))
+    return JSONResponse(await service.send_signal(payload_id, body.signal))
 
 
 @router.post(

@@ -12,9 +12,8 @@ from starlette.responses import Response
 from pericles.api.deps import ServiceDep
 from pericles.api.problems import Problem
 from pericles.api.sse import HEARTBEAT, SSE_HEADERS, EventStream, complete_utf8, event
-from pericles.model import Payload, Status
+from pericles.model import STREAMS, Payload, Piece, Status, next_offset
 from pericles.service import Service
-from pericles.store.output import STREAMS, Piece
 
 router = APIRouter()
 
@@ -67,13 +66,13 @@ class _PayloadEvents:
             "offset": self.next[stream],
             "text": data.decode("utf-8", "replace"),
         }
-        self.next[stream] += len(data)
+        self.next[stream] = next_offset(self.next[stream], len(data))
         return event("output", orjson.dumps(body), self.event_id())
 
     def output(self, piece: Piece) -> list[bytes]:
         out = []
         held = self.held[piece.stream]
-        if held and piece.offset != self.next[piece.stream] + len(held):
+        if held and piece.offset != next_offset(self.next[piece.stream], len(held)):
             out.append(self._emit(piece.stream, held))  # bytes before a gap: send as they are
             held = b""
         if not held:

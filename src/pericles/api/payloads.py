@@ -14,8 +14,7 @@ from pericles.api.auth import CallerDep
 from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem
 from pericles.api.render import JSONResponse, RenderCache
-from pericles.model import Payload, PayloadSpec, Status
-from pericles.store import ListQuery
+from pericles.model import MAX_WAIT, ListQuery, Payload, PayloadSpec, Status
 
 router = APIRouter()
 
@@ -189,9 +188,6 @@ async def list_payloads(
         params.append(("after", page.records[-1].id))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
     return JSONResponse(page.records, headers=headers)
-
-
-MAX_WAIT = 300.0
 
 
 @router.get("/payloads/{payload_id}", response_model=Payload, summary="One payload")

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from pericles.errors import (
     AlreadyTerminal,
+    InvalidSignal,
     InvalidSpec,
     InvalidTransition,
     NotRunning,
@@ -112,6 +113,7 @@ _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (NotRunning, 409, "not-running"),
     (StillActive, 409, "still-active"),
     (StdinUnavailable, 409, "stdin-unavailable"),
+    (InvalidSignal, 422, "invalid-signal"),
     (InvalidSpec, 422, "invalid-spec"),
     (PolicyDenied, 403, "policy-denied"),
     (ServiceUnavailable, 503, "unavailable"),

@@ -18,19 +18,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pericles.model import Payload, Status
+from pericles.model import OUTCOMES, Payload, Status
 
 SHORT_ID = 8
 _RECORD = TypeAdapter(Payload)
-_COLOURS = {
-    Status.PENDING: "yellow",
-    Status.WORKING: "cyan",
-    Status.PAUSED: "magenta",
-    Status.FINISHED: "green",
-    Status.ERROR: "red",
-    Status.CANCELLED: "bright_black",
-    Status.TIMEOUT: "red",
-}
 
 
 def console(stderr: bool = False) -> Console:
@@ -87,7 +78,7 @@ def _outcome(record: Payload) -> str:
 
 
 def status_text(record: Payload) -> Text:
-    colour = _COLOURS.get(record.state, "")
+    colour = OUTCOMES[record.state].colour
     if record.state is Status.FINISHED and record.exit_code != 0:
         colour = "red"
     return Text(record.status, style=colour)

@@ -5,9 +5,10 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 
 from pericles.process.child import Child, Exit, OutputSink
 from pericles.process.exe import (
+    HOST_PATHS,
     DigestCache,
+    HostPaths,
     MagicLink,
-    Resolved,
     Target,
     canonical,
     changed,
@@ -30,13 +31,14 @@ from pericles.process.stdin import StdinClosed, StdinFull, StdinWriter
 
 __all__ = [
     "DEFAULT_PATH",
+    "HOST_PATHS",
     "RLIMITS",
     "Child",
     "DigestCache",
     "Exit",
+    "HostPaths",
     "MagicLink",
     "OutputSink",
-    "Resolved",
     "RunAs",
     "SpawnFailed",
     "StdinClosed",

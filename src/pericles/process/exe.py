@@ -29,7 +29,8 @@ import os
 import stat
 from collections import OrderedDict
 
-from pericles.process.spawn import DEFAULT_PATH, SpawnFailed, resolve_executable
+from pericles.model import Resolved
+from pericles.process.spawn import DEFAULT_PATH, SpawnFailed, exec_errno, resolve_executable
 
 _HASH_CHUNK = 1024 * 1024
 _CACHE_SIZE = 4096
@@ -83,22 +84,6 @@ def fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Resolved:
-    """A command as it will run: the absolute executable and its digest, and the real cwd.
-
-    `judged` says a policy allowed this very file (argv[0] is then `exe`, never the caller's
-    spelling); `pinned` that the allowing rule pinned its sha256 (the open file is executed).
-    """
-
-    exe: str
-    #: Hex SHA-256 of the executable; None when the server cannot read it (exec-only file).
-    sha256: str | None
-    cwd: str | None = None
-    judged: bool = False
-    pinned: bool = False
-
-
 @dataclasses.dataclass(slots=True)
 class Target:
     """The executable and the cwd of a payload, open; `close()` when done."""
@@ -126,12 +111,8 @@ def resolve(cmd: str, search_path: str | None, cwd: str | None = None) -> str:
     """
     found = resolve_executable(cmd, search_path or DEFAULT_PATH)
     real = canonical(found, cwd)
-    try:
-        mode = os.stat(real).st_mode
-    except OSError as exc:
-        raise SpawnFailed(exc.errno or errno.ENOENT) from exc
-    if stat.S_ISDIR(mode) or not os.access(real, os.X_OK):
-        raise SpawnFailed(errno.EACCES)
+    if err := exec_errno(real):
+        raise SpawnFailed(err)
     return real
 
 
@@ -231,6 +212,29 @@ async def open_target(
             raise SpawnFailed(exc.errno or errno.EIO) from exc
         raise
     return Target(resolved, exe_fd, cwd_fd)
+
+
+class HostPaths:
+    """Paths as this host resolves them, for the command policy's rules (`policy.Paths`).
+
+    Bare names are looked up on `search_path`: the PATH payloads get (`--payload-path`).
+    """
+
+    def __init__(self, search_path: str = DEFAULT_PATH) -> None:
+        self.search_path = search_path
+
+    def canonical(self, path: str) -> str:
+        return canonical(path)
+
+    def which(self, name: str) -> str:
+        """The file the bare `name` is on the search PATH; `LookupError` saying why not."""
+        try:
+            return resolve(name, self.search_path)
+        except SpawnFailed as exc:
+            raise LookupError(f"not on {self.search_path}: {exc.reason}") from exc
+
+
+HOST_PATHS = HostPaths()
 
 
 async def identify(
