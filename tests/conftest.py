@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import browser  # noqa: F401  (a fixture for every module)
 from tests.cluster import CLUSTER, STORES, RedisServer, Worker, start_worker
 from tests.helpers import CLUSTER_ENV, SQLITE_DIR_ENV, Server, start_server
 

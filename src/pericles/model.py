@@ -147,12 +147,18 @@ def next_offset(offset: int, size: int, dropped: int = 0) -> int:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Resolved:
-    """A command as it will run: the absolute executable and its digest, and the real cwd."""
+    """A command as it will run: the absolute executable and its digest, and the real cwd.
+
+    `judged` says a policy allowed this very file (argv[0] is then `exe`, never the caller's
+    spelling); `pinned` that the allowing rule pinned its sha256 (the open file is executed).
+    """
 
     exe: str
     #: Hex SHA-256 of the executable; None when the server cannot read it (exec-only file).
     sha256: str | None
     cwd: str | None = None
+    judged: bool = False
+    pinned: bool = False
 
 
 #: The `stdin` value that keeps a payload's stdin open for `POST /payloads/{id}/stdin`.

@@ -52,7 +52,9 @@ class Server:
     ) -> None:
         self.settings = settings
         self.tokens = settings_tokens(settings) if tokens is None else tokens
-        self.policy = command_policy.load(settings.allow, settings.policy, process.HOST_PATHS)
+        # Bare names in rules are looked up on the PATH payloads get (--payload-path).
+        paths = process.HostPaths(settings.payload_path or process.DEFAULT_PATH)
+        self.policy = command_policy.load(settings.allow, settings.policy, paths)
         self.actions = ActionSource(settings.actions, environ or {})
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
@@ -63,7 +65,12 @@ class Server:
             self.runner, self.service = self._celery()
         else:
             self.runner = LocalRunner(
-                settings.inherit_env, settings.max_stdin, self.run_as, settings.containment
+                settings.inherit_env,
+                settings.max_stdin,
+                self.run_as,
+                settings.containment,
+                payload_path=settings.payload_path,
+                own_path_lookup=self.policy is not None,
             )
             self.service = Service(settings, self.store, self.runner, self.metrics, self.policy)
 

@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     inherit_env: Annotated[
         bool, Field(description="Give payloads the server's environment instead of PATH only")
     ] = False
+    payload_path: Annotated[
+        str | None,
+        Field(
+            description="PATH payloads get and bare commands are looked up on (default: "
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin, or the server's "
+            "with --inherit-env); under a policy a payload sets its own only if its rule "
+            "lists PATH"
+        ),
+    ] = None
     max_stdin: Annotated[
         int, Field(ge=0, description="Bytes of stdin a payload may be given or have queued")
     ] = MiB
@@ -182,7 +191,17 @@ class Settings(BaseSettings):
     tls_key: Annotated[Path | None, Field(description="PEM private key of --tls-cert")] = None
     cors_origin: Annotated[
         list[str],
-        Field(description="Origin allowed by CORS (repeatable); none by default"),
+        Field(
+            description="Origin of a browser page that may call the API (repeatable; CORS "
+            "and the cross-site check); none by default"
+        ),
+    ] = []
+    public_host: Annotated[
+        list[str],
+        Field(
+            description="Repeatable: a Host name clients reach the server by, beyond loopback "
+            "and the address a connection arrives on (others get 403: DNS rebinding guard)"
+        ),
     ] = []
     max_params: Annotated[int, Field(ge=0, description="Most params a payload may have")] = 4096
     max_param_length: Annotated[

@@ -112,10 +112,16 @@ class _Server(uvicorn.Server):
 def serve(
     settings: Settings, tokens: TokenSet, sock: socket.socket, warning: str | None = None
 ) -> None:
-    config_dict = log_config(settings.log_level, settings.log_format)
+    config_dict = log_config(settings.log_level, settings.log_format, tokens)
     logging.config.dictConfig(config_dict)
     if warning:
         log.warning("%s", warning)
+    if not is_loopback(settings.host) and not settings.public_host:
+        log.warning(
+            "listening on %s with no --public-host: requests that name this server by a "
+            "host name get 403 (DNS rebinding guard); only its addresses are answered",
+            settings.host,
+        )
     open_files = raise_open_files()
     max_connections = settings.max_connections or connection_limit(open_files, settings.max_running)
     try:

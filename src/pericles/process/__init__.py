@@ -5,7 +5,17 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 
 from pericles.process.child import Child, Exit, OutputSink
 from pericles.process.contain import Containment
-from pericles.process.exe import HOST_PATHS, DigestCache, canonical, identify
+from pericles.process.exe import (
+    HOST_PATHS,
+    DigestCache,
+    HostPaths,
+    MagicLink,
+    Target,
+    canonical,
+    changed,
+    identify,
+    open_target,
+)
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
 from pericles.process.orphans import boot_id, kill_group
@@ -28,6 +38,8 @@ __all__ = [
     "Containment",
     "DigestCache",
     "Exit",
+    "HostPaths",
+    "MagicLink",
     "OutputSink",
     "RunAs",
     "SpawnFailed",
@@ -35,15 +47,18 @@ __all__ = [
     "StdinFull",
     "StdinWriter",
     "Stdio",
+    "Target",
     "UnknownIdentity",
     "become_subreaper",
     "boot_id",
     "canonical",
+    "changed",
     "check_cwd",
     "identify",
     "is_root",
     "kill_group",
     "kill_strays",
+    "open_target",
     "parse_run_as",
     "resolve_executable",
     "spawn",

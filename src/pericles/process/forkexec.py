@@ -30,11 +30,11 @@ RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def _child(
-    executable: str,
+    executable: str | int,
     argv: Sequence[str],
     env: Mapping[str, str],
     fds: tuple[int, int, int],
-    cwd: str | None,
+    cwd: str | int | None,
     limits: Mapping[str, int],
     run_as: RunAs | None,
     cgroup_procs: int,
@@ -53,23 +53,31 @@ def _child(
     apply_limits(limits)
     if run_as is not None:
         drop_privileges(run_as)
-    if cwd is not None:
+    if isinstance(cwd, int):
+        os.fchdir(cwd)  # the directory that was checked, whatever its path points at now
+    elif cwd is not None:
         os.chdir(cwd)
+    if isinstance(executable, int):
+        # fexecve: the file that was hashed. Inheritable, so that a `#!` script's
+        # interpreter can open the /dev/fd/N it is handed.
+        os.set_inheritable(executable, True)
     os.execve(executable, list(argv), env)
 
 
 def fork_exec(
-    executable: str,
+    executable: str | int,
     argv: Sequence[str],
     env: Mapping[str, str],
     fds: tuple[int, int, int],
-    cwd: str | None,
+    cwd: str | int | None,
     limits: Mapping[str, int],
     run_as: RunAs | None = None,
     cgroup_procs: int = -1,
 ) -> int:
     """Start `executable` with stdin/stdout/stderr on `fds`, in `cwd`, under `limits`, as `run_as`,
     in the cgroup whose `cgroup.procs` is open as `cgroup_procs` (-1: this server's).
+
+    `executable` may be an open file's descriptor (fexecve) and `cwd` an open directory's.
 
     Returns the pid; raises `OSError` with exec's (or chdir's, setrlimit's, setuid's) errno.
     """

@@ -87,21 +87,29 @@ class Stdio:
     limit: int = 1024 * 1024
 
 
-def _posix_spawn(executable: str, argv: list[str], env: Mapping[str, str], fds: list[int]) -> int:
+def _posix_spawn(
+    executable: str | int, argv: list[str], env: Mapping[str, str], fds: list[int]
+) -> int:
     stdin_action = (
         (os.POSIX_SPAWN_DUP2, fds[0], 0)
         if fds[0] >= 0
         else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)
     )
+    actions: list[tuple[object, ...]] = [
+        stdin_action,
+        (os.POSIX_SPAWN_DUP2, fds[1], 1),
+        (os.POSIX_SPAWN_DUP2, fds[2], 2),
+    ]
+    if isinstance(executable, int):
+        # The open file itself. dup2 onto itself clears close-on-exec in the child only: a
+        # `#!` script's interpreter is handed /proc/self/fd/N and must still find it open.
+        actions.append((os.POSIX_SPAWN_DUP2, executable, executable))
+        executable = f"/proc/self/fd/{executable}"
     return os.posix_spawn(
         executable,
         argv,
         env,
-        file_actions=[
-            stdin_action,
-            (os.POSIX_SPAWN_DUP2, fds[1], 1),
-            (os.POSIX_SPAWN_DUP2, fds[2], 2),
-        ],
+        file_actions=actions,
         setsid=True,
         setsigdef=RESET_SIGNALS,
         setsigmask=(),
@@ -118,17 +126,21 @@ def spawn(
     stdio: Stdio | None = None,
     cwd: str | None = None,
     limits: Mapping[str, int] | None = None,
-    executable: str | None = None,
+    executable: str | int | None = None,
     run_as: RunAs | None = None,
     containment: Containment | None = None,
     payload_id: str | None = None,
     keep_descendants: bool = False,
+    argv0: str | None = None,
+    cwd_fd: int | None = None,
 ) -> Child:
     """Start `cmd` with `params` in a new session, output to pipes.
 
-    `executable` is the file to exec (see `exe.resolve`), else `cmd` looked up on env's PATH;
-    argv[0] stays `cmd`. `run_as` drops to that user and group before exec. With
-    `containment` using cgroups, the process runs in a new cgroup named `payload_id`.
+    `executable` is the file to exec: a path (see `exe.open_target`) or an open file's
+    descriptor, executed as is; else `cmd` looked up on env's PATH. argv[0] is `argv0`, else
+    `cmd`. `cwd_fd`, an open directory, is where the child starts (`fchdir`), else `cwd`.
+    `run_as` drops to that user and group before exec. With `containment` using cgroups,
+    the process runs in a new cgroup named `payload_id`.
     Raises `SpawnFailed` when anything fails before the child is watched (no such file,
     permission denied, too many open files...): then nothing of it is left, no process,
     descriptor or cgroup.
@@ -136,7 +148,8 @@ def spawn(
     stdio = stdio or Stdio()
     if executable is None:
         executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
-    argv = [cmd, *params]
+    argv = [argv0 or cmd, *params]
+    directory: str | int | None = cwd_fd if cwd_fd is not None else cwd
     containment = containment or _SESSION_ONLY
     ours: list[int] = []  # descriptors to close if the start fails
     theirs: list[int] = []  # the child's ends: closed once it has them
@@ -145,7 +158,7 @@ def spawn(
     try:
         cgroup = containment.new_cgroup(payload_id or uuid.uuid4().hex)
         in_r, in_w, out_r, out_w, err_r, err_w = _pipes(stdio, ours, theirs)
-        if cwd is None and not limits and run_as is None:
+        if directory is None and not limits and run_as is None:
             pid = _posix_spawn(executable, argv, env, [in_r, out_w, err_w])
             if cgroup is not None:
                 cgroup.join(pid)
@@ -155,7 +168,7 @@ def spawn(
                 theirs.append(in_r)
             fds = (in_r, out_w, err_w)
             join = cgroup.procs_fd if cgroup is not None else -1
-            pid = fork_exec(executable, argv, env, fds, cwd, limits or {}, run_as, join)
+            pid = fork_exec(executable, argv, env, fds, directory, limits or {}, run_as, join)
         _close(theirs)
         theirs = []
         # Without the pidfd we could not watch the child: it must not run unwatched.
