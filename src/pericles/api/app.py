@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
-from pericles import __version__, process
+from pericles import __version__, process, ui
 from pericles import policy as command_policy
 from pericles.api import check, control, events, operations, output, payloads, problems
 from pericles.api.auth import AUTH_RESPONSES, authorize
@@ -73,6 +73,9 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
         version=__version__,
         summary="Run and watch processes over HTTP",
         lifespan=lifespan,
+        # /docs is served by pericles.ui from local files; FastAPI's pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     metrics = Metrics()
     app.state.settings = settings
@@ -93,6 +96,7 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     app.include_router(operations.router)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
+    ui.install(app, dashboard=settings.ui)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if settings.cors_origin:
         # Outermost, so preflights are answered before authentication: they carry no token.

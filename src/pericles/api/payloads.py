@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from pericles.api.auth import CallerDep
@@ -201,6 +201,14 @@ async def list_payloads(
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     after: Annotated[str | None, Query(description="Start after this payload id")] = None,
     order: Literal["asc", "desc"] = "asc",
+    q: Annotated[
+        str,
+        Query(
+            max_length=1024,
+            description="Only payloads whose command line (cmd and params, space-joined) "
+            "contains this text, ignoring case",
+        ),
+    ] = "",
 ) -> Response:
     query = ListQuery(
         statuses=_statuses(status),
@@ -208,6 +216,7 @@ async def list_payloads(
         limit=limit,
         after=after,
         descending=order == "desc",
+        text=q,
     )
     page = await service.page(query)
     headers = {}
@@ -216,6 +225,26 @@ async def list_payloads(
         params.append(("after", page.records[-1].id))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
     return JSONResponse(page.records, headers=headers)
+
+
+class Counts(BaseModel):
+    """How many payloads are in each status, and in all."""
+
+    total: int
+    by_status: dict[str, int]
+
+
+@router.get(
+    "/payloads/counts",
+    response_model=Counts,
+    summary="How many payloads there are, by status (`error` counts every error:...)",
+)
+async def count_payloads(service: ServiceDep) -> Response:
+    records = (await service.page(ListQuery())).records
+    by_status = dict.fromkeys((s.value for s in Status), 0)
+    for record in records:
+        by_status[record.state.value] += 1
+    return JSONResponse({"total": len(records), "by_status": by_status})
 
 
 MAX_WAIT = 300.0
