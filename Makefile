@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest bench clean
+.PHONY: serve test lint typecheck pytest bench clean screenshots
 
 $(BIN)/handler-serve: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,21 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
-pytest: $(VENV)/.test-deps
+# Browser tests drive Debian's chromium through Playwright (whose own browser download is
+# not used): install the package when it is missing, or stop with one line naming it.
+$(VENV)/.chromium: $(VENV)/.test-deps
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| { echo "make: the tests need the Debian package chromium"; exit 1; }
+	touch $@
+
+pytest: $(VENV)/.test-deps $(VENV)/.chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The README's pictures of the dashboard, taken by its browser test on a fresh server.
+screenshots: $(VENV)/.test-deps $(VENV)/.chromium
+	PERICLES_SCREENSHOTS=docs $(BIN)/pytest -q tests/test_dashboard.py -k test_screenshots
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/throughput.py

@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import browser  # noqa: F401  (a fixture for every module)
 from tests.helpers import SQLITE_DIR_ENV, Server, start_server
 
 #: Every store the suite runs against. A module may narrow it with its own `STORES`.

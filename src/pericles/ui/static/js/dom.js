@@ -1,4 +1,4 @@
-// Building DOM without innerHTML: every text from the server goes in as a text node.
+// Building DOM from nodes, never from HTML strings: text from the server stays text.
 
 /** An element with attributes, listeners (onclick: fn) and children (nodes or text). */
 export function h(tag, attrs = {}, ...children) {

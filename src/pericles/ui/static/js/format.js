@@ -43,7 +43,11 @@ function statusDetail(record) {
     if (record.signal) return record.signal;
     return record.exit_code != null ? `exit ${record.exit_code}` : "";
   }
-  if (state === "error") return record.status.replace(/^error:/, "");
+  if (state === "error") {
+    // error:start('<cmd>':<reason>  ->  "start: <reason>" (the command is in its own column)
+    const reason = record.status.slice(record.status.lastIndexOf("':") + 2);
+    return `start: ${reason}`;
+  }
   if (state === "timeout") return record.timeout_reason || "";
   return "";
 }
@@ -59,7 +63,7 @@ export function statusBadge(record) {
   const detail = statusDetail(record);
   const badge = h(
     "span",
-    { class: `badge s-${look}`, dataset: { state } },
+    { class: `badge s-${look}`, dataset: { state }, title: record.status },
     h("span", { class: "icon", "aria-hidden": "true" }, ICONS[look] || "\u2022"),
     h("span", { class: "word" }, state),
   );

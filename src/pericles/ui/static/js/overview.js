@@ -27,8 +27,9 @@ export function overview(strip, feed) {
   strip.replaceChildren(
     figure("running", "running"), figure("pending", "pending"),
     figure("finished", "finished"), figure("failed", "failed"),
+    figure("cancelled", "cancelled"),
     h("span", { class: "count k-rate", title: "Payloads ended per 5 s, last 5 minutes" },
-      svg, rate),
+      svg, h("span", { class: "label", "aria-hidden": "true" }, "ended, 5 min"), rate),
   );
 
   function roll() {
@@ -55,7 +56,8 @@ export function overview(strip, feed) {
       figures.running.textContent = counts.working + counts.paused;
       figures.pending.textContent = counts.pending;
       figures.finished.textContent = counts.finished;
-      figures.failed.textContent = counts.error + counts.timeout + counts.lost + counts.cancelled;
+      figures.failed.textContent = counts.error + counts.timeout + counts.lost;
+      figures.cancelled.textContent = counts.cancelled;
     } catch {
       // the next event tries again
     }
@@ -70,7 +72,24 @@ export function overview(strip, feed) {
     }
     if (pending === null) pending = setTimeout(refresh, 1000);
   });
+  // The line starts with what ended before the page was opened, from the newest records.
+  async function seed() {
+    try {
+      const recent = await json(`/payloads?order=desc&limit=500`);
+      const now = Date.now();
+      for (const record of recent) {
+        if (!record.finished_at) continue;
+        const age = Math.floor((now - Date.parse(record.finished_at)) / BUCKET_MS);
+        if (age >= 0 && age < BUCKETS) ended[BUCKETS - 1 - age] += 1;
+      }
+      draw();
+    } catch {
+      // an empty line until events come
+    }
+  }
+
   setInterval(draw, BUCKET_MS);
   draw();
+  seed();
   refresh();
 }
