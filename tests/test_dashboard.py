@@ -264,6 +264,8 @@ CUT_AND_RESUME = """async (id) => {
   let calls = 0;
   let resumedFrom;
   window.fetch = async (url, init) => {
+    // Only this reader's requests: the dashboard behind it fetches too.
+    if (url !== `/payloads/${id}/events`) return realFetch(url, init);
     calls += 1;
     const response = await realFetch(url, init);
     if (calls > 1) {
