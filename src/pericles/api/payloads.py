@@ -240,11 +240,9 @@ class Counts(BaseModel):
     summary="How many payloads there are, by status (`error` counts every error:...)",
 )
 async def count_payloads(service: ServiceDep) -> Response:
-    records = (await service.page(ListQuery())).records
-    by_status = dict.fromkeys((s.value for s in Status), 0)
-    for record in records:
-        by_status[record.state.value] += 1
-    return JSONResponse({"total": len(records), "by_status": by_status})
+    counts = await service.counts()
+    by_status = {status.value: n for status, n in counts.items()}
+    return JSONResponse({"total": sum(counts.values()), "by_status": by_status})
 
 
 MAX_WAIT = 300.0

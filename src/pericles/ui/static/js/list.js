@@ -105,6 +105,10 @@ export function listView(main, { feed }) {
         : "No payloads match.";
       newer.disabled = page === 1;
       older.disabled = !more;
+      // For whoever measures: when rows were first on screen, in the Performance API.
+      if (!performance.getEntriesByName("pericles:list-shown").length) {
+        performance.mark("pericles:list-shown");
+      }
     } catch (error) {
       if (!controller.signal.aborted) announce(`Could not list payloads: ${error.message}`, "error");
     }
