@@ -448,6 +448,8 @@ def test_no_critical_accessibility_violations_in_light_dark_and_phone_width(
             ):
                 page.goto(path)
                 expect(page.locator(ready).first).to_be_visible()
+                # A missing value shows as nothing, never as the word for it.
+                expect(page.locator("body")).not_to_contain_text(re.compile(r"null|undefined"))
                 results = axe.run(page)
                 critical = [
                     (v["id"], v["help"])

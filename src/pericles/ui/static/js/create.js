@@ -162,7 +162,7 @@ export function createView(main) {
   main.replaceChildren(
     h("nav", { class: "crumbs" }, h("a", { href: "#/" }, "\u2190 All payloads")),
     h("h1", { tabindex: "-1" }, "New payload"),
-    tabs, body,
+    tabs || "", body,
   );
   forms[0].render(body, submit);
   return { destroy: () => {} };
