@@ -186,7 +186,8 @@ def test_live_output_arrives_in_order_with_ansi_colours(
     fifo = gate(tmp_path)
     script = (
         r'for i in 1 2 3; do printf "\033[32mline %s\033[0m\n" $i; done; echo oops >&2; '
-        r'read x < "$0"; for i in 4 5 6; do printf "\033[1;31mline %s\033[0m\n" $i; done'
+        r'seq -f "filler %g" 1 200; read x < "$0"; '
+        r'for i in 4 5 6; do printf "\033[1;31mline %s\033[0m\n" $i; done; seq 1 200'
     )
     record = post(client, "/bin/sh", "-c", script, str(fifo))
     page = ui.page
@@ -196,9 +197,17 @@ def test_live_output_arrives_in_order_with_ansi_colours(
     expect(term.locator("span.fg-2")).to_have_count(3)
     expect(term.locator(".out-stderr")).to_have_text("oops\n")
     expect(badge(page)).to_have_attribute("data-state", "working")
+    expect(term).to_contain_text("filler 200")
+    # The pane follows the tail, until the reader scrolls up: then it stays where it is.
+    expect(term).to_have_js_property(
+        "scrollTop", term.evaluate("el => el.scrollHeight - el.clientHeight")
+    )
+    term.evaluate("el => el.scrollTo(0, 0)")
     release(fifo)
     expect(badge(page)).to_have_attribute("data-state", "finished")
     expect(term.locator("span.fg-1.a-bold")).to_have_count(3)
+    expect(term).to_contain_text("\n200\n")
+    assert term.evaluate("el => el.scrollTop") == 0
     text = term.inner_text()
     assert [int(n) for n in re.findall(r"line (\d)", text)] == [1, 2, 3, 4, 5, 6]
     assert "\x1b" not in text
