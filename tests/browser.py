@@ -19,9 +19,12 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is started it keeps its event loop
+# marked as running in this thread, so asyncio.run() in any later test module would fail
+# ("cannot be called from a running event loop"). A launch costs about a second.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless chromium for the session; each test opens its own context."""
+    """One headless chromium per test module; each test opens its own context."""
     with sync_playwright() as playwright:
         # The rules map a test-only name to loopback, as a rebinding attacker's DNS would.
         chromium = playwright.chromium.launch(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -72,11 +71,11 @@ def install(app: FastAPI, dashboard: bool) -> None:
     app.mount("/docs/assets", Assets(directory=_swagger_ui_dir()), name="docs-assets")
 
     @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
-    async def docs_page(request: Request) -> Any:
+    async def docs_page(request: Request) -> Response:
         return await docs.get_response("docs.html", request.scope)
 
     @app.api_route("/docs/init.js", methods=["GET", "HEAD"], include_in_schema=False)
-    async def docs_script(request: Request) -> Any:
+    async def docs_script(request: Request) -> Response:
         return await docs.get_response("init.js", request.scope)
 
     if not dashboard:
@@ -85,5 +84,5 @@ def install(app: FastAPI, dashboard: bool) -> None:
     app.mount("/ui", dashboard_files, name="ui")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def index(request: Request) -> Any:
+    async def index(request: Request) -> Response:
         return await dashboard_files.get_response("index.html", request.scope)

@@ -14,7 +14,8 @@ function query(after) {
   const params = new URLSearchParams({ order: "desc", limit: String(PAGE_SIZE) });
   if (filters.q) params.set("q", filters.q);
   if (filters.status) params.set("status", filters.status);
-  if (filters.label) params.set("label", filters.label);
+  // A label filter counts once it reads key=value; half-typed, it filters nothing yet.
+  if (/^[^=]+=/.test(filters.label)) params.set("label", filters.label);
   if (after) params.set("after", after);
   return `/payloads?${params}`;
 }
@@ -25,7 +26,7 @@ function matches(record) {
   if (filters.q && !commandLine(record).toLowerCase().includes(filters.q.toLowerCase())) {
     return false;
   }
-  if (filters.label) {
+  if (/^[^=]+=/.test(filters.label)) {
     const [key, ...rest] = filters.label.split("=");
     if ((record.labels || {})[key] !== rest.join("=")) return false;
   }
