@@ -1,29 +1,25 @@
-"""The ASGI app: routes, error mapping, and the service's life inside the app's lifespan."""
+"""The ASGI app: routes and error mapping over a service built elsewhere (`pericles.server`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
-from pericles import __version__, process, ui
-from pericles import policy as command_policy
+from pericles import __version__, ui
 from pericles.api import check, control, events, operations, output, payloads, problems
 from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.render import RenderCache
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
-from pericles.posture import log_posture
-from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
-from pericles.store import open_store
-from pericles.tokens import TokenSet, load_tokens
+from pericles.tokens import TokenSet
 
 log = logging.getLogger("pericles.api")
 
@@ -39,35 +35,18 @@ _CORS_EXPOSED = [
 ]
 
 
-def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
-    """The app for `settings`; `tokens` defaults to those the settings name.
+#: Opens and closes what the app serves, around its life; None when the caller does.
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-    Raises `TokenConfigError`, `PolicyError` or `UnknownIdentity` for bad settings.
-    """
-    policy = command_policy.load(settings.allow, settings.policy)
-    run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
-    if tokens is None:
-        secret = settings.token.get_secret_value() if settings.token is not None else None
-        tokens = load_tokens(secret, settings.tokens_file)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.store, settings.max_output)
-        await store.open()
-        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
-        await runner.open()
-        service = Service(settings, store, runner, metrics, policy)
-        log_posture(policy, run_as)
-        await service.recover()
-        metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
-        app.state.service = service
-        try:
-            yield
-        finally:
-            await service.shutdown(settings.shutdown_grace)
-            await runner.close()
-            await store.close()
-
+def create_app(
+    service: Service,
+    settings: Settings,
+    tokens: TokenSet,
+    metrics: Metrics,
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    """The app in front of `service`; `tokens` guard it unless empty, `metrics` count it."""
     app = FastAPI(
         title="Pericles",
         version=__version__,
@@ -77,7 +56,7 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    metrics = Metrics()
+    app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.rendered = RenderCache()
