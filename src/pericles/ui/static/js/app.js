@@ -30,6 +30,11 @@ function followFeed() {
   feedController = new AbortController();
   follow("/events", {
     signal: feedController.signal,
+    // Transitions made before the feed was connected are in no event: once it is open,
+    // views read their state again ("synced"), so nothing that happened in between is lost.
+    onState: (state) => {
+      if (state === "open") feed.dispatchEvent(new Event("synced"));
+    },
     onEvent: (type, data) => {
       if (type === "status") feed.dispatchEvent(new CustomEvent("status", { detail: JSON.parse(data) }));
     },

@@ -2,7 +2,7 @@
 import { json, request } from "./api.js";
 import { announce, h } from "./dom.js";
 import {
-  STATES, commandLine, labelChips, runTime, stateOf, statusBadge, timeCell,
+  STATES, commandLine, isEnded, labelChips, runTime, stateOf, statusBadge, timeCell,
 } from "./format.js";
 
 const PAGE_SIZE = 50;
@@ -31,6 +31,12 @@ function matches(record) {
     if ((record.labels || {})[key] !== rest.join("=")) return false;
   }
   return true;
+}
+
+/** How far along a record is: payloads only move forward through these. */
+function progress(record) {
+  if (isEnded(record)) return 2;
+  return record.started_at ? 1 : 0;
 }
 
 function row(record) {
@@ -92,13 +98,24 @@ export function listView(main, { feed }) {
   const newer = h("button", { type: "button", onclick: () => turn(-1) }, "\u2190 Newer");
   const older = h("button", { type: "button", onclick: () => turn(1) }, "Older \u2192");
 
+  let loads = 0; // only the latest load may fill the table
+  let heard = null; // records the feed brought while a load was on its way, else null
+
   async function load() {
     const after = cursors[cursors.length - 1];
+    const mine = ++loads;
+    heard = new Map();
     try {
       const response = await request(query(after), { signal: controller.signal });
       const records = await response.json();
+      if (mine !== loads) return;
       more = /rel="next"/.test(response.headers.get("Link") || "");
-      tbody.replaceChildren(...records.map(row));
+      // The answer may be older than a transition the feed already told: keep the later.
+      const latest = records.map((r) => {
+        const told = heard.get(r.id);
+        return told && progress(told) >= progress(r) ? told : r;
+      });
+      tbody.replaceChildren(...latest.map(row));
       newest = cursors.length === 1 && records.length ? records[0].created_at : null;
       const page = cursors.length;
       summary.textContent = records.length
@@ -112,6 +129,8 @@ export function listView(main, { feed }) {
       }
     } catch (error) {
       if (!controller.signal.aborted) announce(`Could not list payloads: ${error.message}`, "error");
+    } finally {
+      if (mine === loads) heard = null;
     }
   }
 
@@ -130,6 +149,7 @@ export function listView(main, { feed }) {
   // A transition changes its row in place; a new payload that fits goes on top of page 1.
   function onStatus(event) {
     const record = event.detail;
+    heard?.set(record.id, record);
     const existing = tbody.querySelector(`tr[data-id="${record.id}"]`);
     if (existing) {
       existing.replaceWith(row(record));
@@ -147,6 +167,7 @@ export function listView(main, { feed }) {
     if (summary.textContent === "No payloads match.") summary.textContent = "Page 1";
   }
   feed.addEventListener("status", onStatus, { signal: controller.signal });
+  feed.addEventListener("synced", () => load(), { signal: controller.signal });
 
   main.replaceChildren(
     h("h1", { tabindex: "-1" }, "Payloads"),

@@ -88,6 +88,7 @@ export function overview(strip, feed) {
     }
   }
 
+  feed.addEventListener("synced", () => refresh());
   setInterval(draw, BUCKET_MS);
   draw();
   seed();
