@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest bench clean screenshots
+.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean screenshots
 
 $(BIN)/handler-serve: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ pytest: $(VENV)/.test-deps $(VENV)/.chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Daily work: everything but the tests marked slow (memory bounds under load, crash and
+# restart, fuzzing, hundreds of clients). The full suite stays `make test`, as in CI.
+pytest-fast: $(VENV)/.test-deps $(VENV)/.chromium
+	$(BIN)/pytest -m "not slow"
+
+test-fast: lint typecheck pytest-fast
 
 # The README's pictures of the dashboard, taken by its browser test on a fresh server.
 screenshots: $(VENV)/.test-deps $(VENV)/.chromium

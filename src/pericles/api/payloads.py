@@ -12,10 +12,9 @@ from starlette.responses import Response
 
 from pericles.api.auth import CallerDep
 from pericles.api.deps import ServiceDep, SettingsDep
-from pericles.api.problems import Problem
+from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse, RenderCache
-from pericles.model import Payload, PayloadSpec, Status
-from pericles.store import ListQuery
+from pericles.model import MAX_WAIT, ListQuery, Payload, PayloadSpec, Status
 
 router = APIRouter()
 
@@ -96,11 +95,7 @@ def _parse_spec(body: bytes) -> PayloadSpec:
     try:
         spec = PayloadSpec.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"loc": ".".join(str(part) for part in e["loc"]), "msg": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise _invalid(errors) from exc
+        raise _invalid(validation_errors(exc)) from exc
     return spec
 
 
@@ -216,9 +211,6 @@ async def count_payloads(service: ServiceDep) -> Response:
     counts = await service.counts()
     by_status = {status.value: n for status, n in counts.items()}
     return JSONResponse({"total": sum(counts.values()), "by_status": by_status})
-
-
-MAX_WAIT = 300.0
 
 
 @router.get("/payloads/{payload_id}", response_model=Payload, summary="One payload")
