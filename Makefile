@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean redis-server
+.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean redis-server screenshots
 
 $(BIN)/handler-serve: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ pytest-fast: $(VENV)/.test-deps $(VENV)/.chromium redis-server
 	$(BIN)/pytest -m "not slow"
 
 test-fast: lint typecheck pytest-fast
+
+# The README's pictures of the dashboard, taken by its browser test on a fresh server.
+screenshots: $(VENV)/.test-deps $(VENV)/.chromium
+	PERICLES_SCREENSHOTS=docs $(BIN)/pytest -q tests/test_dashboard.py -k test_screenshots
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/throughput.py

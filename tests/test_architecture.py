@@ -30,6 +30,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "tokens": (),
         "lifecycle": (),
         "validation": (),
+        # The dashboard's and /docs' files, and the routes that serve them (static only).
+        "ui": (),
         # Leaves that do one thing.
         "process": ("model", "errors"),
         "store": ("model", "errors"),
@@ -63,6 +65,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "tokens",
             "validation",
             "actions",
+            "ui",
         ),
         # Speaks HTTP only.
         "client": ("model", "errors", "validation"),

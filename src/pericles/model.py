@@ -540,16 +540,25 @@ class ListQuery:
     descending: bool = False
     #: Keep records made by one of these named actions; None keeps all (raw ones too).
     actions: frozenset[str] | None = None
+    #: Keep records whose command line (cmd and params, space-joined) holds this text,
+    #: compared case-insensitively. Empty keeps all.
+    text: str = ""
 
     def matches(self, record: Payload) -> bool:
         if self.statuses and record.state not in self.statuses:
             return False
         if self.actions is not None and record.action not in self.actions:
             return False
+        if self.text and self.text.casefold() not in command_line(record).casefold():
+            return False
         if self.labels:
             labels = record.labels or {}
             return all(labels.get(key) == value for key, value in self.labels)
         return True
+
+
+def command_line(record: Payload) -> str:
+    return " ".join([record.cmd, *record.params])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
         Literal["plain", "json"], Field(description="plain lines, or one JSON object a line")
     ] = "plain"
     metrics: Annotated[bool, Field(description="Serve Prometheus metrics at /metrics")] = True
+    ui: Annotated[bool, Field(description="Serve the web dashboard at /")] = True
     max_running: Annotated[
         int,
         Field(ge=0, description="Payloads running at once; others wait pending (0: no limit)"),

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
-from pericles import __version__
+from pericles import __version__, ui
 from pericles.actions.hooks import Deliveries
 from pericles.actions.source import ActionSource
 from pericles.api import (
@@ -73,6 +73,9 @@ def create_app(
         version=__version__,
         summary="Run and watch processes over HTTP",
         lifespan=lifespan,
+        # /docs is served by pericles.ui from local files; FastAPI's pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     app.state.settings = settings
@@ -103,12 +106,15 @@ def create_app(
         app.include_router(
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
         )
-    app.include_router(index.router, dependencies=[known])
+    if not settings.ui:
+        # With the dashboard on, `/` is its page (pericles.ui); without, this JSON index.
+        app.include_router(index.router, dependencies=[known])
     app.include_router(operations.router, dependencies=[known])
     # Not behind the token guard: a delivery's signature is its credential.
     app.include_router(actions.hook_router, responses=problems.PROBLEM_RESPONSES)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
+    ui.install(app, dashboard=settings.ui)
     app.add_middleware(HeadAsGet, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if settings.cors_origin:

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
@@ -187,6 +187,14 @@ async def list_payloads(
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     after: Annotated[str | None, Query(description="Start after this payload id")] = None,
     order: Literal["asc", "desc"] = "asc",
+    q: Annotated[
+        str,
+        Query(
+            max_length=1024,
+            description="Only payloads whose command line (cmd and params, space-joined) "
+            "contains this text, ignoring case",
+        ),
+    ] = "",
 ) -> Response:
     query = ListQuery(
         statuses=_statuses(status),
@@ -195,6 +203,7 @@ async def list_payloads(
         after=after,
         descending=order == "desc",
         actions=token.actions if token is not None else None,
+        text=q,
     )
     page = await service.page(query)
     headers = {}
@@ -203,6 +212,24 @@ async def list_payloads(
         params.append(("after", page.records[-1].id))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
     return JSONResponse(page.records, headers=headers)
+
+
+class Counts(BaseModel):
+    """How many payloads are in each status, and in all."""
+
+    total: int
+    by_status: dict[str, int]
+
+
+@router.get(
+    "/payloads/counts",
+    response_model=Counts,
+    summary="How many payloads there are, by status (`error` counts every error:...)",
+)
+async def count_payloads(service: ServiceDep) -> Response:
+    counts = await service.counts()
+    by_status = {status.value: n for status, n in counts.items()}
+    return JSONResponse({"total": sum(counts.values()), "by_status": by_status})
 
 
 @router.get("/payloads/{payload_id}", response_model=Payload, summary="One payload")
