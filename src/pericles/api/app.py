@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -49,6 +49,12 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
     if tokens is None:
         secret = settings.token.get_secret_value() if settings.token is not None else None
         tokens = load_tokens(secret, settings.tokens_file)
+    # Imported only when asked for: without --mcp the SDK is not loaded and /mcp is a 404.
+    mcp_running: Callable[[], AbstractAsyncContextManager[None]] | None = None
+    if settings.mcp:
+        from pericles.mcp.endpoint import mcp_route
+
+        route, mcp_running = mcp_route(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +68,11 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
         metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
         app.state.service = service
         try:
-            yield
+            # The MCP tasks end before the service shuts down: they wait on it.
+            async with AsyncExitStack() as serving:
+                if mcp_running is not None:
+                    await serving.enter_async_context(mcp_running())
+                yield
         finally:
             await service.shutdown(settings.shutdown_grace)
             await runner.close()
@@ -91,6 +101,9 @@ def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
         )
     app.include_router(operations.router)
+    if settings.mcp:
+        # Authenticated by the endpoint itself: MCP needs `read` to connect, `run` per tool.
+        app.router.routes.append(route)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
     app.add_middleware(RequestMetrics, metrics=metrics)

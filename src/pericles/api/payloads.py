@@ -115,6 +115,15 @@ def _parse_spec(body: bytes, settings: Settings) -> PayloadSpec:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid-json", f"the body is not valid JSON: {exc}") from exc
+    return spec_from(data, settings)
+
+
+def spec_from(data: object, settings: Settings) -> PayloadSpec:
+    """The spec a decoded create body asks for; raises `Problem` (422) naming what is wrong.
+
+    Every way in to create a payload (this route, `/payloads/check`, the MCP tools) parses
+    through here, so the size limits cannot differ between them.
+    """
     if not isinstance(data, dict):
         raise Problem(422, "invalid-spec", "the body must be a JSON object")
     try:
