@@ -52,6 +52,14 @@ class Connection:
         self._token = token
         self._client: Client | None = None
 
+    @property
+    def server(self) -> str | None:
+        return self._server
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
     def client(self) -> Client:
         if self._client is None:
             self._client = self._ctx.with_resource(Client(self._server, self._token))
@@ -309,6 +317,28 @@ def rm(
 ) -> None:
     """Forget ended payloads and their output."""
     _each(ctx, payload_ids, "force" if force else "delete")
+
+
+@app.command("mcp-stdio")
+def mcp_stdio(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None, typer.Option("--server", "-s", help="Server URL (as the global --server)")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Bearer token")] = None,
+) -> None:
+    """Speak MCP on stdin/stdout, relayed to the server's /mcp endpoint (handler-serve --mcp).
+
+    For MCP clients that only start local commands. Give a token with --token or
+    PERICLES_TOKEN; its scope decides which tools the client sees.
+    """
+    from pericles.mcp.bridge import main as bridge
+
+    connection = ctx.find_object(Connection)
+    bridge(
+        server or (connection.server if connection else None),
+        token or (connection.token if connection else None),
+    )
 
 
 def _report(error: ClientError) -> None:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, ListToolsResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.requests import Request
 
@@ -120,17 +120,23 @@ class ScopeGate:
             return await call_next(ctx)
         if ctx.method == "tools/call":
             name = (ctx.params or {}).get("name")
-            needed = TOOL_SCOPES.get(name) if isinstance(name, str) else None
-            if needed is not None and not token.scope.allows(needed):
+            needed = needed_scope(name)
+            if not token.scope.allows(needed):
                 text = f"token {token.name!r} has scope {token.scope.value}; {name} needs {needed}"
                 return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
         result = await call_next(ctx)
-        if ctx.method == "tools/list" and isinstance(result, ListToolsResult):
-            allowed = [
-                t for t in result.tools if token.scope.allows(TOOL_SCOPES.get(t.name, Scope.RUN))
+        if ctx.method == "tools/list" and isinstance(result, dict):
+            # The chain answers the wire form: {"tools": [{"name": ...}, ...], ...}.
+            tools = [
+                t for t in result.get("tools", []) if token.scope.allows(needed_scope(t["name"]))
             ]
-            return result.model_copy(update={"tools": allowed})
+            return {**result, "tools": tools}
         return result
+
+
+def needed_scope(tool: object) -> Scope:
+    """The scope calling `tool` needs; a tool not in the table (a named action) needs run."""
+    return TOOL_SCOPES.get(tool, Scope.RUN) if isinstance(tool, str) else Scope.RUN
 
 
 # -- answers -------------------------------------------------------------------------------
