@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from tests.helpers import Server, release, running_server
+from tests.helpers import Server, processes, release, running_server, start_server, wait_until
 
 RUN_SECRET = "agent-secret-0123456789abcdef"
 READ_SECRET = "viewer-secret-0123456789abcdef"
@@ -295,3 +296,44 @@ def test_a_request_needs_no_session_any_replica_can_answer(server: Server) -> No
     assert response.status_code == 200, response.text
     assert "mcp-session-id" not in response.headers
     assert response.json()["result"]["structuredContent"]["output"] == "lone\n"
+
+
+def test_only_post_is_served_and_requests_are_counted(server: Server) -> None:
+    with server.client() as http:
+        for method in ("GET", "DELETE"):
+            response = http.request(method, "/mcp", headers={"Accept": "text/event-stream"})
+            assert response.status_code == 405
+            assert response.headers["allow"] == "POST"
+        metrics = http.get("/metrics").text
+    assert 'method="GET",route="/mcp"' in metrics
+
+
+def test_shutdown_with_a_tool_call_in_flight_stops_its_process() -> None:
+    server = start_server("--mcp")
+    outcome: list[object] = []
+
+    async def long_call() -> None:
+        async with Client(f"{server.url}/mcp") as client:
+            await client.call_tool("run", {"cmd": "sleep", "params": ["60"], "wait": 120})
+
+    def in_thread() -> None:
+        try:
+            asyncio.run(long_call())
+        except BaseException as exc:  # the server went away mid-call: expected here
+            outcome.append(exc)
+
+    caller = threading.Thread(target=in_thread, daemon=True)
+    caller.start()
+    try:
+        with server.client() as http:
+            pid = wait_until(
+                lambda: next((r["pid"] for r in http.get("/payloads").json() if r["pid"]), None),
+                what="the payload to start",
+            )
+        assert server.stop() == 0
+    finally:
+        server.stop()
+    caller.join(30)
+    assert not caller.is_alive()
+    # The payload's process went with the server: nothing left running for nobody to see.
+    assert pid not in [p.pid for p in processes()]

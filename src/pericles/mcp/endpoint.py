@@ -14,11 +14,12 @@ from contextlib import AbstractAsyncContextManager
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from pericles.api.auth import authenticate
+from pericles.api.problems import Problem
 from pericles.mcp.tools import build_server
 from pericles.settings import Settings
 from pericles.tokens import Scope
@@ -44,9 +45,23 @@ class McpEndpoint:
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            # Raises `Problem`, which the app's exception middleware answers.
+            # Both raise `Problem`, which the app's exception middleware answers.
             await authenticate(Request(scope, receive), Scope.READ)
+            if scope["method"] != "POST":
+                # Stateless with JSON answers: there is no session to end (DELETE) and no
+                # server-to-client stream to open (GET), which would only hold a connection.
+                raise Problem(405, "method-not-allowed", "/mcp takes POST only", {"Allow": "POST"})
         await self._manager.handle_request(scope, receive, send)
+
+
+class _NamedRoute(Route):
+    """A route that puts itself in the scope as FastAPI's routes do: metrics label by it."""
+
+    def matches(self, scope: AsgiScope) -> tuple[Match, AsgiScope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 def mcp_route(settings: Settings) -> tuple[Route, Callable[[], AbstractAsyncContextManager[None]]]:
@@ -61,4 +76,4 @@ def mcp_route(settings: Settings) -> tuple[Route, Callable[[], AbstractAsyncCont
         max_request_body_size=settings.max_body,
     )
     manager = server.session_manager
-    return Route(PATH, McpEndpoint(manager)), manager.run
+    return _NamedRoute(PATH, McpEndpoint(manager)), manager.run
