@@ -362,7 +362,9 @@ async def tool_list(
     status: Annotated[
         list[str] | None, Field(description="Only these statuses (e.g. working, finished)")
     ] = None,
-    mine: Annotated[bool, Field(description="Only payloads this token created")] = False,
+    mine: Annotated[
+        bool, Field(description="Only payloads this token created, among the newest 100")
+    ] = False,
     limit: Annotated[int, Field(ge=1, le=LIST_LIMIT)] = 20,
 ) -> CallToolResult:
     """The most recent payloads, newest first."""
