@@ -337,3 +337,27 @@ def test_shutdown_with_a_tool_call_in_flight_stops_its_process() -> None:
     assert not caller.is_alive()
     # The payload's process went with the server: nothing left running for nobody to see.
     assert pid not in [p.pid for p in processes()]
+
+
+def test_paging_output_steps_over_what_the_store_dropped() -> None:
+    with running_server("--mcp", "--max-output", "2048", "--mcp-max-output", "1024") as server:
+        whole = "".join(f"{n}\n" for n in range(1, 5001))
+        answer = facts(call(server, "run", cmd="seq", params=["5000"]))
+        assert answer["output"].startswith("1\n2\n")
+        assert answer["output"].endswith("4999\n5000\n")
+        assert answer["output_omitted"] >= len(whole) - 2048
+        read, dropped, offset, calls = "", 0, 0, 0
+        while True:
+            page = facts(call(server, "output", id=answer["id"], stream="stdout", offset=offset))
+            read, dropped, offset, calls = (
+                read + page["data"],
+                dropped + page["dropped"],
+                page["next_offset"],
+                calls + 1,
+            )
+            if not page["more"]:
+                break
+            assert calls < 10, "paging must not crawl through the dropped stretch"
+    assert read == whole[:1024] + whole[-1024:]
+    assert dropped == len(whole) - 2048
+    assert offset == len(whole)

@@ -14,6 +14,7 @@ Which tools a token may list and call is decided once, by `ScopeGate`, from `TOO
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -208,7 +209,10 @@ SecretEnv = Annotated[
     dict[str, str] | None,
     Field(description="Variables whose values are never stored and are masked in output"),
 ]
-Stdin = Annotated[str | None, Field(description="Text fed to the command's stdin")]
+Stdin = Annotated[
+    str | None,
+    Field(description='Text fed to stdin, then closed ("pipe": kept open for the REST API)'),
+]
 Timeout = Annotated[
     float | None, Field(gt=0, description="Seconds the command may run before it is killed")
 ]
@@ -465,11 +469,15 @@ async def read_page(
         return OutputPage(data.decode("utf-8", "replace"), end, dropped, False)
     rest, rest_dropped = await service.read_output(payload_id, stream, offset + limit)
     kept = len(data) - len(rest)
-    window_dropped = dropped - rest_dropped
+    if kept == 0 and stream != "both":
+        # The window lies inside the stream's one dropped stretch: step over all of it and
+        # answer what follows, rather than a page of nothing per window.
+        after = await read_page(service, payload_id, stream, offset + dropped, limit)
+        return dataclasses.replace(after, dropped=after.dropped + dropped)
     next_offset = offset + limit
-    if kept == 0 and window_dropped and stream != "both":
-        # The window lies inside the stream's one dropped stretch: step over all of it.
-        next_offset = offset + dropped
     return OutputPage(
-        data[:kept].decode("utf-8", "replace"), next_offset, window_dropped, next_offset < end
+        data[:kept].decode("utf-8", "replace"),
+        next_offset,
+        dropped - rest_dropped,
+        next_offset < end,
     )
