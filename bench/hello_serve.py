@@ -22,7 +22,8 @@ def _hello_app(*args: object, **kwargs: object) -> FastAPI:
 def main() -> None:
     if not hasattr(serve_cli, "create_app"):
         raise SystemExit("pericles.cli.serve builds its app otherwise now: update this file")
-    # serve() looks create_app up in its module when it runs: this swaps the app, nothing else.
+    # serve() looks create_app up in its module when it runs: this swaps the app, nothing else
+    # (the server's parts are still opened and closed around it, as for Pericles).
     setattr(serve_cli, "create_app", _hello_app)  # noqa: B010
     serve_cli.main(sys.argv[1:])
 

@@ -300,6 +300,18 @@ def test_usage_errors_exit_2(server: Server) -> None:
     assert pericles(server, "frobnicate").returncode == 2
 
 
+def test_what_the_model_refuses_is_one_line_before_sending(
+    server: Server, client: httpx.Client
+) -> None:
+    before = client.get("/payloads").json()
+    for bad in ("0", "-1", "nan"):
+        done = pericles(server, "run", "--timeout", bad, "--", "/bin/true")
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr.startswith("pericles: timeout: "), done.stderr
+        assert done.stderr.count("\n") == 1
+    assert client.get("/payloads").json() == before
+
+
 def test_serve_is_handler_serve() -> None:
     ours = subprocess.run(
         [pericles_path(), "serve", "--help"], capture_output=True, text=True, timeout=30

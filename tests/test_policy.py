@@ -13,7 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import Server, handler_serve, post, start_server, wait_for_status
+from tests.helpers import (
+    Server,
+    handler_serve,
+    post,
+    running_server,
+    start_server,
+    wait_for_status,
+)
 
 ECHO = os.path.realpath("/bin/echo")
 TRUE = os.path.realpath("/bin/true")
@@ -256,3 +263,25 @@ def test_a_bad_policy_stops_the_server_at_start(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2
     assert "rule 0: params[0]: bad regex" in done.stderr
+
+
+def test_rule_caps_come_before_the_server_caps(tmp_path: Path) -> None:
+    # A spec that asks no timeout gets the tightest cap, the rule's or the server's: the
+    # server's default must not be taken for something the spec asked over the rule's cap.
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[[rule]]\nname = "short"\ncmd = "/bin/true"\nmax_timeout = 60\n\n'
+        '[[rule]]\nname = "long"\ncmd = "/bin/echo"\nmax_timeout = 500\n'
+    )
+    caps = ("--max-timeout", "100", "--policy", str(policy))
+    with running_server(*caps) as server, server.client() as client:
+        assert post(client, "/bin/true")["timeout"] == 60
+        assert post(client, "/bin/echo")["timeout"] == 100
+        over_rule = client.post("/payloads", json={"cmd": "/bin/true", "timeout": 80})
+        assert over_rule.status_code == 403
+        assert over_rule.json()["reason"] == "timeout 80 is over the rule's 60"
+        over_server = client.post("/payloads", json={"cmd": "/bin/echo", "timeout": 120})
+        assert over_server.status_code == 422
+        assert over_server.json()["errors"] == [
+            {"loc": "timeout", "msg": "120 is over the server's cap of 100"}
+        ]

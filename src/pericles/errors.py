@@ -18,6 +18,9 @@ them to HTTP.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 
 class PericlesError(Exception):
     """Base of every error Pericles raises on purpose."""
@@ -29,8 +32,23 @@ class PayloadNotFound(PericlesError):
         self.payload_id = payload_id
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldError:
+    """What is wrong with one field of a request: `loc` is its dotted path ("params.1")."""
+
+    loc: str
+    msg: str
+
+
 class InvalidSpec(PericlesError):
-    """The request is well-formed but names something that cannot be run."""
+    """The request is well-formed but names something that cannot be run.
+
+    `errors` name the fields at fault, when known; the message then lists them.
+    """
+
+    def __init__(self, message: str | None = None, errors: Sequence[FieldError] = ()) -> None:
+        self.errors = tuple(errors)
+        super().__init__(message or "; ".join(f"{e.loc or 'body'}: {e.msg}" for e in errors))
 
 
 class PolicyDenied(PericlesError):

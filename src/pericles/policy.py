@@ -17,7 +17,7 @@ matched its file (or none) and why.
     rest = {regex = "[a-z]+"}      # positions after `params`; without it, none are allowed
     env = ["LANG", "LC_ALL"]       # the only env names accepted (hooks too, if named here)
     cwd = ["/srv/work"]            # cwd must be one of these or under one
-    max_timeout = 60               # also the default timeout
+    max_timeout = 60               # also the default timeout (see `service.admission`)
     max_memory = 268435456         # limits.memory_bytes cap, also the default
 
 Without `env`, a rule accepts any name except the loader and interpreter hooks listed in
@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pericles import envhooks
-from pericles.model import Limits, PayloadSpec
+from pericles.model import PayloadSpec
 from pericles.process.exe import Resolved, canonical, resolve
 from pericles.process.spawn import DEFAULT_PATH, SpawnFailed
 
@@ -172,17 +172,6 @@ class Policy:
 def unresolved(spec: PayloadSpec, reason: str) -> Decision:
     """The refusal for a command that does not resolve to a file exec could run."""
     return Decision(False, None, f"{spec.cmd!r} does not resolve to a runnable file: {reason}")
-
-
-def with_rule_caps(spec: PayloadSpec, decision: Decision) -> PayloadSpec:
-    """`spec` with the allowing rule's caps as defaults where it asked nothing."""
-    changes: dict[str, object] = {}
-    if decision.max_timeout is not None and spec.timeout is None:
-        changes["timeout"] = decision.max_timeout
-    limits = spec.limits.given() if spec.limits is not None else {}
-    if decision.max_memory is not None and "memory_bytes" not in limits:
-        changes["limits"] = Limits.model_validate({**limits, "memory_bytes": decision.max_memory})
-    return spec.model_copy(update=changes) if changes else spec
 
 
 # -- loading -----------------------------------------------------------------------------

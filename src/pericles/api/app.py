@@ -1,4 +1,4 @@
-"""The ASGI app: routes, error mapping, and the service's life inside the app's lifespan."""
+"""The ASGI app: routes and error mapping over a service built elsewhere (`pericles.server`)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ from fastapi import Depends, FastAPI
 from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
-from pericles import __version__, process
-from pericles import policy as command_policy
+from pericles import __version__
 from pericles.api import check, control, events, operations, output, payloads, problems
 from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.render import RenderCache
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
-from pericles.posture import log_posture
-from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
-from pericles.store import open_store
-from pericles.tokens import TokenSet, load_tokens
+from pericles.tokens import TokenSet
 
 log = logging.getLogger("pericles.api")
 
@@ -39,52 +35,50 @@ _CORS_EXPOSED = [
 ]
 
 
-def create_app(settings: Settings, tokens: TokenSet | None = None) -> FastAPI:
-    """The app for `settings`; `tokens` defaults to those the settings name.
+#: Opens and closes what the app serves, around its life; None when the caller does.
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-    Raises `TokenConfigError`, `PolicyError` or `UnknownIdentity` for bad settings.
-    """
-    policy = command_policy.load(settings.allow, settings.policy)
-    run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
-    if tokens is None:
-        secret = settings.token.get_secret_value() if settings.token is not None else None
-        tokens = load_tokens(secret, settings.tokens_file)
+
+def _with(
+    lifespan: Lifespan | None, inner: Callable[[], AbstractAsyncContextManager[None]] | None
+) -> Lifespan | None:
+    """`lifespan` with `inner` running inside it: `inner` ends first, while the service is
+    still open (the MCP tasks wait on it)."""
+    if inner is None:
+        return lifespan
+
+    @asynccontextmanager
+    async def both(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if lifespan is not None:
+                await stack.enter_async_context(lifespan(app))
+            await stack.enter_async_context(inner())
+            yield
+
+    return both
+
+
+def create_app(
+    service: Service,
+    settings: Settings,
+    tokens: TokenSet,
+    metrics: Metrics,
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    """The app in front of `service`; `tokens` guard it unless empty, `metrics` count it."""
     # Imported only when asked for: without --mcp the SDK is not loaded and /mcp is a 404.
     mcp_running: Callable[[], AbstractAsyncContextManager[None]] | None = None
     if settings.mcp:
         from pericles.mcp.endpoint import mcp_route
 
         route, mcp_running = mcp_route(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.store, settings.max_output)
-        await store.open()
-        runner = LocalRunner(settings.inherit_env, settings.max_stdin, run_as)
-        await runner.open()
-        service = Service(settings, store, runner, metrics, policy)
-        log_posture(policy, run_as)
-        await service.recover()
-        metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
-        app.state.service = service
-        try:
-            # The MCP tasks end before the service shuts down: they wait on it.
-            async with AsyncExitStack() as serving:
-                if mcp_running is not None:
-                    await serving.enter_async_context(mcp_running())
-                yield
-        finally:
-            await service.shutdown(settings.shutdown_grace)
-            await runner.close()
-            await store.close()
-
     app = FastAPI(
         title="Pericles",
         version=__version__,
         summary="Run and watch processes over HTTP",
-        lifespan=lifespan,
+        lifespan=_with(lifespan, mcp_running),
     )
-    metrics = Metrics()
+    app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.rendered = RenderCache()

@@ -30,7 +30,7 @@ class CheckAnswer(BaseModel):
     openapi_extra=_SPEC_BODY,
 )
 async def check_payload(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
-    spec = _parse_spec(await _read_body(request, settings.max_body), settings)
+    spec = _parse_spec(await _read_body(request, settings.max_body))
     decision = await service.check(spec)
     answer = CheckAnswer(
         allowed=decision.allowed,

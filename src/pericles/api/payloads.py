@@ -15,7 +15,6 @@ from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem
 from pericles.api.render import JSONResponse, RenderCache
 from pericles.model import Payload, PayloadSpec, Status
-from pericles.settings import Settings
 from pericles.store import ListQuery
 
 router = APIRouter()
@@ -85,44 +84,21 @@ def _invalid(errors: list[dict[str, str]]) -> Problem:
     return Problem(422, "invalid-spec", detail, errors=errors)
 
 
-def _size_errors(spec: PayloadSpec, settings: Settings) -> list[dict[str, str]]:
-    """What in a well-formed spec is over the server's size limits.
-
-    Checked here rather than in `PayloadSpec`, because the limits are settings and the
-    model knows none; the answer has the same shape as a validation error's.
-    """
-    errors = []
-    if len(spec.params) > settings.max_params:
-        errors.append({"loc": "params", "msg": f"more than {settings.max_params} (--max-params)"})
-    longest = settings.max_param_length
-    for loc, value in [("cmd", spec.cmd), *((f"params.{i}", p) for i, p in enumerate(spec.params))]:
-        if len(value.encode()) > longest:
-            errors.append({"loc": loc, "msg": f"longer than {longest} bytes (--max-param-length)"})
-    if spec.env is not None:
-        size = sum(len(k.encode()) + len(v.encode()) for k, v in spec.env.items())
-        if size > settings.max_env_bytes:
-            errors.append(
-                {
-                    "loc": "env",
-                    "msg": f"{size} bytes, over {settings.max_env_bytes} (--max-env-bytes)",
-                }
-            )
-    return errors
-
-
-def _parse_spec(body: bytes, settings: Settings) -> PayloadSpec:
+def _parse_spec(body: bytes) -> PayloadSpec:
+    """The spec a body asks for, as the model reads it; what the server allows is the
+    service's to say (`service.admission`)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid-json", f"the body is not valid JSON: {exc}") from exc
-    return spec_from(data, settings)
+    return spec_from(data)
 
 
-def spec_from(data: object, settings: Settings) -> PayloadSpec:
-    """The spec a decoded create body asks for; raises `Problem` (422) naming what is wrong.
+def spec_from(data: object) -> PayloadSpec:
+    """The spec a decoded create body asks for, as the model reads it; raises `Problem` (422).
 
     Every way in to create a payload (this route, `/payloads/check`, the MCP tools) parses
-    through here, so the size limits cannot differ between them.
+    through here; what the server then allows is `service.admission`'s to say.
     """
     if not isinstance(data, dict):
         raise Problem(422, "invalid-spec", "the body must be a JSON object")
@@ -134,9 +110,6 @@ def spec_from(data: object, settings: Settings) -> PayloadSpec:
             for e in exc.errors(include_url=False)
         ]
         raise _invalid(errors) from exc
-    errors = _size_errors(spec, settings)
-    if errors:
-        raise _invalid(errors)
     return spec
 
 
@@ -162,7 +135,7 @@ async def create_payload(
         ),
     ] = None,
 ) -> Response:
-    spec = _parse_spec(await _read_body(request, settings.max_body), settings)
+    spec = _parse_spec(await _read_body(request, settings.max_body))
     record = await service.create(spec, idempotency_key, created_by)
     return JSONResponse(record, status_code=201, headers={"Location": f"/payloads/{record.id}"})
 

@@ -124,9 +124,11 @@ def _from_pericles_error(exc: PericlesError) -> Response:
             headers = None
             if isinstance(exc, ServiceUnavailable) and exc.retry_after is not None:
                 headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-            extra = {}
+            extra: dict[str, Any] = {}
             if isinstance(exc, PolicyDenied):
                 extra = {"rule": exc.rule, "reason": exc.reason}
+            elif isinstance(exc, InvalidSpec) and exc.errors:
+                extra = {"errors": [{"loc": e.loc, "msg": e.msg} for e in exc.errors]}
             return problem_response(status, str(exc), slug, headers, **extra)
     log.error("unmapped error: %r", exc)
     return problem_response(500, "internal error", "internal")

@@ -16,6 +16,7 @@ The command's own failures:
 | ------------------------------------------------ | --------- |
 | the server refused (404, 409, 422...), an ambiguous id prefix | 1 |
 | bad usage (unknown option, missing argument)      | 2         |
+| an option the payload model refuses (`--timeout 0`): nothing is sent | 2 |
 | the server cannot be reached                      | 3         |
 | the server wants a token, or another one (401)    | 4         |
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import signal
 
-from pericles.client import ClientError, ServerUnreachable, Unauthorized
+from pericles.client import ClientError, ServerUnreachable, SpecNotValid, Unauthorized
 from pericles.model import Payload, Status
 
 OK = 0
@@ -68,4 +69,6 @@ def for_error(error: ClientError) -> int:
         return UNREACHABLE
     if isinstance(error, Unauthorized):
         return UNAUTHORIZED
+    if isinstance(error, SpecNotValid):
+        return USAGE
     return ERROR

@@ -135,7 +135,8 @@ def run(
         bool, typer.Option("--wait", "-w", help="Stream its output and exit as it does")
     ] = False,
     timeout: Annotated[
-        float | None, typer.Option(help="Kill it after this many seconds (wall clock)", min=0)
+        # No bounds here: the payload model's are the server's, checked before sending.
+        float | None, typer.Option(help="Kill it after this many seconds (wall clock)")
     ] = None,
     env: Annotated[
         list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for its environment")

@@ -1,4 +1,9 @@
-"""`handler-serve`: build the settings, configure logging, run the app under uvicorn."""
+"""`handler-serve`: build the settings, configure logging, run the app under uvicorn.
+
+The server (`pericles.server`) is opened on uvicorn's event loop before uvicorn starts, and
+closed after uvicorn has drained its connections: a store that cannot be used is then one
+clear line, not a traceback from the app's lifespan.
+"""
 
 from __future__ import annotations
 
@@ -19,26 +24,11 @@ from pericles.errors import StoreUnavailable
 from pericles.logs import log_config
 from pericles.policy import PolicyError
 from pericles.process import UnknownIdentity
+from pericles.server import Server, settings_tokens
 from pericles.settings import Settings
-from pericles.store import open_store
-from pericles.tokens import TokenConfigError, TokenSet, load_tokens
+from pericles.tokens import TokenConfigError, TokenSet
 
 log = logging.getLogger("pericles.cli")
-
-
-def check_store(settings: Settings) -> None:
-    """Open and close the store once before serving; raises `StoreUnavailable`.
-
-    The app opens it again in its lifespan, where a failure would reach the user as a
-    traceback from uvicorn: checking here turns a bad path into one clear line.
-    """
-
-    async def probe() -> None:
-        store = open_store(settings.store, settings.max_output)
-        await store.open()
-        await store.close()
-
-    asyncio.run(probe())
 
 
 class RefusedExposure(Exception):
@@ -81,10 +71,13 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
     if warning:
         log.warning("%s", warning)
     try:
-        app = create_app(settings, tokens)
+        server = Server(settings, tokens)
     except (PolicyError, UnknownIdentity) as exc:
-        print(f"handler-serve: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _fail(str(exc)) from None
+    except StoreUnavailable as exc:
+        raise _store_failed(settings, exc) from None
+    # Looked up in this module when called: bench/hello_serve.py swaps it for its own app.
+    app = create_app(server.service, settings, server.tokens, server.metrics)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -106,7 +99,24 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
     # a requested stop, once drained, ends with status 0 instead of a KeyboardInterrupt.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
-    uvicorn.Server(config).run()
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(_run(server, uvicorn.Server(config)))
+    except StoreUnavailable as exc:
+        raise _store_failed(settings, exc) from None
+
+
+async def _run(server: Server, uvicorn_server: uvicorn.Server) -> None:
+    await server.open()
+    try:
+        await uvicorn_server.serve()
+    finally:
+        await server.close()
+
+
+def _store_failed(settings: Settings, exc: StoreUnavailable) -> SystemExit:
+    print(f"handler-serve: cannot use the store {settings.store}: {exc}", file=sys.stderr)
+    return SystemExit(1)
 
 
 def _fail(message: str) -> SystemExit:
@@ -120,14 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         raise _fail(f"invalid settings:\n{exc}") from None
     try:
-        secret = settings.token.get_secret_value() if settings.token is not None else None
-        tokens = load_tokens(secret, settings.tokens_file)
+        tokens = settings_tokens(settings)
         warning = check_exposure(settings, tokens)
     except (TokenConfigError, RefusedExposure) as exc:
         raise _fail(str(exc)) from None
-    try:
-        check_store(settings)
-    except StoreUnavailable as exc:
-        print(f"handler-serve: cannot use the store {settings.store}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
     serve(settings, tokens, warning)

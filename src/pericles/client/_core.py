@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from pericles import __version__
 from pericles.client.errors import (
     AmbiguousId,
     NotFound,
     ServerUnreachable,
+    SpecNotValid,
     Unavailable,
     problem_error,
 )
+from pericles.errors import FieldError
 from pericles.model import Payload, PayloadSpec
 
 T = TypeVar("T")
@@ -166,7 +168,14 @@ def spec_of(
         if params or fields:
             raise TypeError("give either a PayloadSpec or cmd, params and fields, not both")
         return spec
-    return PayloadSpec.model_validate({"cmd": spec, "params": list(params), **fields})
+    try:
+        return PayloadSpec.model_validate({"cmd": spec, "params": list(params), **fields})
+    except ValidationError as exc:
+        found = [
+            FieldError(".".join(str(part) for part in e["loc"]), e["msg"])
+            for e in exc.errors(include_url=False)
+        ]
+        raise SpecNotValid(errors=found) from None
 
 
 def create(spec: PayloadSpec, idempotency_key: str | None) -> Call[Payload]:

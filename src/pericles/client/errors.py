@@ -4,6 +4,8 @@
      +-- ClientError               anything the client raises on purpose
           +-- ServerUnreachable    no answer: connection refused, timed out, dropped
           +-- AmbiguousId          an id prefix matches several payloads (`candidates`)
+          +-- SpecNotValid         the spec breaks the payload model: nothing was sent
+                                   (also an `InvalidSpec`, with `errors`)
           +-- ProblemError         the server answered an error (`status`, `problem`, `detail`)
                +-- Unauthorized    401: no token, or a wrong one
                +-- NotFound        404 (also a `PayloadNotFound`)
@@ -44,6 +46,14 @@ class AmbiguousId(ClientError):
         super().__init__(f"the id prefix {prefix!r} matches {len(candidates)} payloads: {listed}")
         self.prefix = prefix
         self.candidates = candidates
+
+
+class SpecNotValid(ClientError, errors.InvalidSpec):
+    """A spec the payload model refuses, found before sending it: the server would too.
+
+    The client validates with the server's own model (`pericles.model.PayloadSpec`), so
+    its bounds (a timeout over 0, ...) are the server's.
+    """
 
 
 class ProblemError(ClientError):

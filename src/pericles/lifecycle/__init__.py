@@ -1,4 +1,4 @@
-"""The service's helpers: the pending queue, retention, idempotency keys and server caps.
+"""The service's helpers: the pending queue, retention and idempotency keys.
 
 Each holds one rule's bookkeeping; `pericles.service` decides when to use them.
 """

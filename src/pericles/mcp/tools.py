@@ -259,7 +259,7 @@ _RUNS = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_
 async def _create(ctx: Context[Any, Any], data: dict[str, Any]) -> tuple[Caller, Payload]:
     caller = caller_of(ctx)
     with tool_errors():
-        spec = spec_from(data, caller.settings)
+        spec = spec_from(data)
         record = await caller.service.create(spec, None, caller.name)
     return caller, record
 
@@ -402,7 +402,7 @@ async def tool_check(
     caller = caller_of(ctx)
     data = _spec_data(cmd, params, cwd, env, None, None, timeout, None)
     with tool_errors():
-        decision = await caller.service.check(spec_from(data, caller.settings))
+        decision = await caller.service.check(spec_from(data))
     facts = {
         "allowed": decision.allowed,
         "rule": decision.rule,

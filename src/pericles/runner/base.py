@@ -6,6 +6,7 @@ import abc
 import dataclasses
 from collections.abc import AsyncIterator
 
+from pericles.errors import FieldError
 from pericles.model import PayloadSpec
 from pericles.process.exe import Resolved as Resolved
 
@@ -66,9 +67,9 @@ class Execution(abc.ABC):
 
 
 class Runner(abc.ABC):
-    def check(self, spec: PayloadSpec) -> None:
-        """Raise `InvalidSpec` when the spec asks for what this runner cannot give."""
-        return None
+    def check(self, spec: PayloadSpec) -> list[FieldError]:
+        """What in the spec this runner cannot give (a `cwd` that does not exist here)."""
+        return []
 
     @abc.abstractmethod
     async def identify(self, spec: PayloadSpec) -> Resolved:

@@ -9,7 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Mapping
 
 from pericles import process
-from pericles.errors import InvalidSpec, ServiceUnavailable, StdinUnavailable
+from pericles.errors import FieldError, ServiceUnavailable, StdinUnavailable
 from pericles.model import STDIN_PIPE, PayloadSpec
 from pericles.runner.base import Event, Execution, Exited, Output, Resolved, Runner, StartFailed
 
@@ -107,13 +107,10 @@ class LocalRunner(Runner):
     def kill_leftovers(self, pid: int, started_after: float) -> int:
         return process.kill_group(pid, started_after)
 
-    def check(self, spec: PayloadSpec) -> None:
+    def check(self, spec: PayloadSpec) -> list[FieldError]:
         if spec.cwd is not None and (why := process.check_cwd(spec.cwd)) is not None:
-            raise InvalidSpec(f"cwd: {why}")
-        if spec.stdin is not None and spec.stdin != STDIN_PIPE:
-            size = len(spec.stdin.encode())
-            if size > self._max_stdin:
-                raise InvalidSpec(f"stdin: {size} bytes is over the limit of {self._max_stdin}")
+            return [FieldError("cwd", why)]
+        return []
 
     def _stdio(self, spec: PayloadSpec) -> process.Stdio:
         if spec.stdin is None:

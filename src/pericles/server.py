@@ -1,0 +1,97 @@
+"""The composition root: settings -> store, runner, policy, tokens, service.
+
+Everything the server is made of is built here and nowhere else, from the settings the entry
+point parsed. `Server.open` readies the parts in order (store first: a bad store is the
+likeliest failure, and nothing else has started when it fails); `Server.close` ends them in
+the reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from pericles import policy as command_policy
+from pericles import process
+from pericles.api.app import create_app
+from pericles.metrics import Metrics
+from pericles.posture import log_posture
+from pericles.runner.local import LocalRunner
+from pericles.service import Service
+from pericles.settings import Settings
+from pericles.store import open_store
+from pericles.tokens import TokenSet, load_tokens
+
+
+def settings_tokens(settings: Settings) -> TokenSet:
+    """The tokens the settings name (`--token`, `--tokens-file`); raises `TokenConfigError`."""
+    secret = settings.token.get_secret_value() if settings.token is not None else None
+    return load_tokens(secret, settings.tokens_file)
+
+
+class Server:
+    """One server's parts, built from `settings`; `tokens` default to those the settings name.
+
+    Raises `TokenConfigError`, `PolicyError`, `UnknownIdentity` or `StoreUnavailable` (an
+    unknown store URL) for bad settings. Builds only: nothing is opened or started yet.
+    """
+
+    def __init__(self, settings: Settings, tokens: TokenSet | None = None) -> None:
+        self.settings = settings
+        self.tokens = settings_tokens(settings) if tokens is None else tokens
+        self.policy = command_policy.load(settings.allow, settings.policy)
+        self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
+        self.metrics = Metrics()
+        self.store = open_store(settings.store, settings.max_output)
+        self.runner = LocalRunner(settings.inherit_env, settings.max_stdin, self.run_as)
+        self.service = Service(settings, self.store, self.runner, self.metrics, self.policy)
+
+    async def open(self) -> None:
+        """Open the store, then the runner; take up what the store kept. Call once.
+
+        Raises `StoreUnavailable` when the store cannot be used.
+        """
+        await self.store.open()
+        try:
+            await self.runner.open()
+            log_posture(self.policy, self.run_as)
+            await self.service.recover()
+        except BaseException:
+            await self.store.close()
+            raise
+        service = self.service
+        self.metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
+
+    async def close(self) -> None:
+        """Stop every payload (`--shutdown-grace`), then close the runner and the store."""
+        await self.service.shutdown(self.settings.shutdown_grace)
+        await self.runner.close()
+        await self.store.close()
+
+    @asynccontextmanager
+    async def running(self, app: Any = None) -> AsyncIterator[None]:
+        """Open around a block: usable as an ASGI app's lifespan."""
+        await self.open()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    def app(self, lifespan: bool = False) -> FastAPI:
+        """The ASGI app over this server's service; with `lifespan`, the app opens and
+        closes the server itself (for ASGI servers that import an app by name)."""
+        return create_app(
+            self.service,
+            self.settings,
+            self.tokens,
+            self.metrics,
+            lifespan=self.running if lifespan else None,
+        )
+
+
+def asgi_app(settings: Settings) -> FastAPI:
+    """A whole server as an ASGI app that opens and closes itself in its lifespan."""
+    return Server(settings).app(lifespan=True)

@@ -1,0 +1,182 @@
+"""The one owner of "what may this spec ask": a spec and its caller in, one answer out.
+
+The answer is a `Refusal` (a problem type, the fields at fault, why) or an `Admitted` spec:
+the spec as it will run, with what it left open filled in, in this order:
+
+1. the server's size limits (`--max-params`, `--max-param-length`, `--max-env-bytes`,
+   `--max-stdin`) and what the runner can give (a `cwd` that exists);
+2. the command policy: the first rule that matches the resolved file and accepts the spec
+   as asked (a rule's `max_timeout`/`max_memory` bound what is asked; a spec that asks
+   nothing is never refused by a cap);
+3. the caps: a value asked over a server cap is refused; a value not asked becomes the
+   tightest cap there is, the rule's or the server's (`--max-timeout`, `--max-memory`...).
+
+A pending payload keeps its `Admitted`. Just before it starts, `for_start` resolves its
+file again and checks only that it is still the file admitted (path and SHA-256): the file
+may have changed while the payload waited; the rest of the decision has not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from pericles.errors import FieldError, InvalidSpec, PericlesError, PolicyDenied
+from pericles.model import STDIN_PIPE, Limits, PayloadSpec
+from pericles.policy import NO_POLICY, Decision, Policy, unresolved
+from pericles.runner import Resolved, Runner, StartFailed
+from pericles.settings import Settings
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a spec may not run. `problem` is the problem type the API answers with."""
+
+    problem: Literal["invalid-spec", "policy-denied"]
+    errors: tuple[FieldError, ...]
+    #: The policy's answer, for a policy refusal.
+    decision: Decision | None = None
+
+    def error(self) -> PericlesError:
+        if self.decision is not None:
+            return PolicyDenied(self.decision.rule, self.decision.reason)
+        return InvalidSpec(errors=self.errors)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Admitted:
+    """A spec the server will run, as it will run it."""
+
+    spec: PayloadSpec
+    #: The file the policy matched and its digest; None without a policy (resolved at start).
+    resolved: Resolved | None
+    #: The policy's answer (`NO_POLICY` without one): the rule that allowed it, and why.
+    decision: Decision
+    #: Who asked: the token's name, None without auth.
+    caller: str | None = None
+
+
+def _limits_of(spec: PayloadSpec) -> dict[str, int]:
+    return spec.limits.given() if spec.limits is not None else {}
+
+
+class Admission:
+    def __init__(self, settings: Settings, runner: Runner, policy: Policy | None) -> None:
+        self._settings = settings
+        self._runner = runner
+        #: Which commands may run; None: any (the seed's behaviour).
+        self._policy = policy
+
+    async def decide(self, spec: PayloadSpec, caller: str | None = None) -> Admitted | Refusal:
+        """Whether `spec` may run for `caller`, and as what; starts and stores nothing."""
+        errors = [*self._size_errors(spec), *self._runner.check(spec)]
+        if errors:
+            return Refusal("invalid-spec", tuple(errors))
+        decision, resolved = await self._decide(spec)
+        if not decision.allowed:
+            return Refusal("policy-denied", (FieldError("cmd", decision.reason),), decision)
+        capped = self._capped(spec, decision)
+        if isinstance(capped, Refusal):
+            return capped
+        return Admitted(capped, resolved, decision, caller)
+
+    async def admit(self, spec: PayloadSpec, caller: str | None = None) -> Admitted:
+        """`decide`, raising the refusal: `InvalidSpec` or `PolicyDenied`."""
+        answer = await self.decide(spec, caller)
+        if isinstance(answer, Refusal):
+            raise answer.error()
+        return answer
+
+    async def for_start(self, admitted: Admitted) -> Resolved:
+        """The file to run, resolved again; `StartFailed` unless it is the file admitted."""
+        resolved = await self._runner.identify(admitted.spec)
+        was = admitted.resolved
+        if was is not None and (resolved.exe, resolved.sha256) != (was.exe, was.sha256):
+            raise StartFailed(
+                f"refused by the command policy: {resolved.exe} (sha256 {resolved.sha256}) "
+                f"is not the file admitted, {was.exe} (sha256 {was.sha256})"
+            )
+        return resolved
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def _size_errors(self, spec: PayloadSpec) -> list[FieldError]:
+        """What in a well-formed spec is over the server's size limits."""
+        settings = self._settings
+        errors = []
+        if len(spec.params) > settings.max_params:
+            errors.append(FieldError("params", f"more than {settings.max_params} (--max-params)"))
+        longest = settings.max_param_length
+        named = [("cmd", spec.cmd), *((f"params.{i}", p) for i, p in enumerate(spec.params))]
+        for loc, value in named:
+            if len(value.encode()) > longest:
+                errors.append(FieldError(loc, f"longer than {longest} bytes (--max-param-length)"))
+        if spec.env is not None:
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in spec.env.items())
+            if size > settings.max_env_bytes:
+                limit = settings.max_env_bytes
+                errors.append(FieldError("env", f"{size} bytes, over {limit} (--max-env-bytes)"))
+        if spec.stdin is not None and spec.stdin != STDIN_PIPE:
+            size = len(spec.stdin.encode())
+            if size > settings.max_stdin:
+                limit = settings.max_stdin
+                errors.append(FieldError("stdin", f"{size} bytes is over the limit of {limit}"))
+        return errors
+
+    async def _decide(self, spec: PayloadSpec) -> tuple[Decision, Resolved | None]:
+        if self._policy is None:
+            return NO_POLICY, None
+        try:
+            resolved = await self._runner.identify(spec)
+        except StartFailed as exc:
+            return unresolved(spec, exc.reason), None
+        return self._policy.evaluate(spec, resolved), resolved
+
+    def _caps(self, decision: Decision) -> dict[str, tuple[float | None, float | None]]:
+        """Per capped field: (the rule's cap, the server's cap)."""
+        settings = self._settings
+        return {
+            "timeout": (decision.max_timeout, settings.max_timeout),
+            "limits.cpu_seconds": (None, settings.max_cpu_seconds),
+            "limits.memory_bytes": (decision.max_memory, settings.max_memory),
+            "limits.max_processes": (None, settings.max_processes),
+            "limits.max_open_files": (None, settings.max_open_files),
+            "limits.max_file_size": (None, settings.max_file_size),
+        }
+
+    def _capped(self, spec: PayloadSpec, decision: Decision) -> PayloadSpec | Refusal:
+        """`spec` with its caps applied, or the refusal of a value asked over a server cap.
+
+        A value over the rule's cap never gets here: the rule refused the spec already.
+        """
+        limits = _limits_of(spec)
+        asked: dict[str, float | None] = {"timeout": spec.timeout}
+        asked.update((f"limits.{name}", value) for name, value in limits.items())
+        values: dict[str, float] = {}
+        errors = []
+        for field, (rule_cap, server_cap) in self._caps(decision).items():
+            value = asked.get(field)
+            if value is None:
+                caps = [cap for cap in (rule_cap, server_cap) if cap is not None]
+                if caps:
+                    values[field] = min(caps)
+            elif server_cap is not None and value > server_cap:
+                errors.append(
+                    FieldError(field, f"{value:g} is over the server's cap of {server_cap:g}")
+                )
+        if errors:
+            return Refusal("invalid-spec", tuple(errors))
+        return _filled(spec, values)
+
+
+def _filled(spec: PayloadSpec, values: dict[str, float]) -> PayloadSpec:
+    """`spec` with the fields it left open set to `values` (dotted names)."""
+    if not values:
+        return spec
+    changes: dict[str, object] = {}
+    if "timeout" in values:
+        changes["timeout"] = values.pop("timeout")
+    if values:
+        limits = {**_limits_of(spec), **{k[len("limits.") :]: int(v) for k, v in values.items()}}
+        changes["limits"] = Limits.model_validate(limits)
+    return spec.model_copy(update=changes)

@@ -1,0 +1,333 @@
+"""The service: the one owner of lifecycle rules. It never sees HTTP.
+
+A new payload waits in the pending queue until a running slot is free (`--max-running`),
+highest priority first. Once it leaves the queue it is a `Run` (`service.run`), which
+starts it, records its output and its end, and stops it when asked or when a timer fires.
+Every record write goes through `Records.move` (`service.records`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import dataclasses
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+from pericles.errors import (
+    AlreadyTerminal,
+    InvalidSpec,
+    NotRunning,
+    PayloadNotFound,
+    ServiceUnavailable,
+    StillActive,
+)
+from pericles.feed import StatusFeed
+from pericles.lifecycle.idempotency import IdempotencyKeys
+from pericles.lifecycle.queue import PendingQueue
+from pericles.lifecycle.retention import Retention
+from pericles.metrics import Metrics
+from pericles.model import (
+    ALLOWED_SIGNALS,
+    Payload,
+    PayloadSpec,
+    Status,
+    check_transition,
+    new_id,
+    utcnow,
+)
+from pericles.policy import Decision, Policy
+from pericles.runner import Runner
+from pericles.service.admission import Admission
+from pericles.service.following import follow, wait_for_end
+from pericles.service.records import Records
+from pericles.service.recovery import Waiting, recover
+from pericles.service.run import Run
+from pericles.settings import Settings
+from pericles.store import ListQuery, Page, Store
+from pericles.store.output import Piece
+
+log = logging.getLogger("pericles.service")
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        runner: Runner,
+        metrics: Metrics | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        self._settings = settings
+        self._runner = runner
+        self._admission = Admission(settings, runner, policy)
+        self._records = Records(
+            store, Retention(settings.keep_finished, settings.keep_for), metrics
+        )
+        self._accepting = True
+        self._queue: PendingQueue[Waiting] = PendingQueue()
+        self._runs: dict[str, Run] = {}
+        self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
+
+    @property
+    def store(self) -> Store:
+        return self._records.store
+
+    @property
+    def feed(self) -> StatusFeed:
+        return self._records.feed
+
+    @property
+    def active_count(self) -> int:
+        return len(self._runs) + len(self._queue)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._runs)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._queue)
+
+    async def unready_reason(self) -> str | None:
+        """Why the service cannot take payloads now, or None when it can."""
+        if not self._accepting:
+            return "the server is shutting down"
+        try:
+            await self.store.ping()
+        except Exception as exc:
+            return f"the store is unusable: {exc}"
+        try:
+            await self._runner.ping()
+        except Exception as exc:
+            return f"the runner is unusable: {exc}"
+        return None
+
+    # -- create, queue, start -------------------------------------------------------------
+
+    async def create(
+        self, spec: PayloadSpec, idempotency_key: str | None = None, created_by: str | None = None
+    ) -> Payload:
+        """Store a new pending payload and queue its start; returns the pending record.
+
+        `created_by` names who asked (the token's name), recorded as given.
+
+        With an `idempotency_key` seen in the last 24 h, returns that key's payload instead.
+        Raises `InvalidSpec` for what the server's caps or runner refuse, `ServiceUnavailable`
+        when shutting down or when `max_pending` payloads wait already.
+        """
+        if not self._accepting:
+            raise ServiceUnavailable("the server is shutting down")
+        if idempotency_key is not None and (first := await self._by_key(idempotency_key)):
+            return first
+        admitted = await self._admission.admit(spec, created_by)
+        if not self._has_slot() and len(self._queue) >= self._settings.max_pending:
+            raise ServiceUnavailable(
+                f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
+            )
+        record = Payload.from_spec(admitted.spec, new_id(), utcnow(), created_by)
+        # Noted before the first await, so a concurrent retry with the key finds this payload.
+        if idempotency_key is not None:
+            self._keys.put(idempotency_key, record.id)
+        await self._records.add(record)
+        self._queue.push(record.id, admitted.spec.priority, (record, admitted))
+        self._schedule()
+        return record
+
+    async def check(self, spec: PayloadSpec) -> Decision:
+        """What create() would say of `spec` under the policy; starts and stores nothing.
+
+        Raises `InvalidSpec` for what create() would refuse before asking the policy.
+        """
+        answer = await self._admission.decide(spec)
+        if answer.decision is None:
+            raise answer.error()
+        return answer.decision
+
+    async def _by_key(self, key: str) -> Payload | None:
+        payload_id = self._keys.get(key)
+        if payload_id is None:
+            return None
+        try:
+            return await self.get(payload_id)
+        except PayloadNotFound:  # deleted or evicted since: the key is free again
+            self._keys.discard(key)
+            return None
+
+    def _has_slot(self) -> bool:
+        limit = self._settings.max_running
+        return limit == 0 or len(self._runs) < limit
+
+    def _schedule(self) -> None:
+        while self._accepting and self._has_slot():
+            waiting = self._queue.pop()
+            if waiting is None:
+                return
+            record, admitted = waiting
+            run = Run(
+                record,
+                admitted,
+                self._records,
+                self._runner,
+                self._admission.for_start,
+                self._settings.kill_grace,
+                lambda: self._accepting,
+            )
+            self._runs[record.id] = run
+            run.task.add_done_callback(functools.partial(self._on_run_done, run))
+
+    def _on_run_done(self, run: Run, task: asyncio.Task[None]) -> None:
+        self._runs.pop(run.payload_id, None)
+        run.closed()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("payload %s: driving it failed", run.payload_id, exc_info=exc)
+        self._schedule()
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get(self, payload_id: str) -> Payload:
+        record = await self.store.get(payload_id)
+        if record.state is Status.PENDING:
+            return self._with_queue_info(record, self._queue.position(payload_id))
+        return self._live(record)
+
+    async def list(self) -> builtins.list[Payload]:
+        """Every record, oldest first."""
+        return (await self.page(ListQuery())).records
+
+    async def page(self, query: ListQuery) -> Page:
+        """The records `query` asks for; pending ones show their place in the queue."""
+        page = await self.store.query(query)
+        if not self._runs and not self._queue:
+            return page
+        positions = self._queue.positions() if self._queue else {}
+        records = [
+            self._with_queue_info(r, positions.get(r.id))
+            if r.state is Status.PENDING
+            else self._live(r)
+            for r in page.records
+        ]
+        return Page(records, page.more)
+
+    def _live(self, record: Payload) -> Payload:
+        """`record` with the output counts of its running process laid over it."""
+        run = self._runs.get(record.id)
+        counts = run.count_fields() if run is not None else None
+        return dataclasses.replace(record, **counts) if counts else record
+
+    def _with_queue_info(self, record: Payload, position: int | None) -> Payload:
+        if position is None:
+            return record
+        reason = f"waiting for a free slot: {len(self._runs)} running (--max-running)"
+        return dataclasses.replace(record, queue_position=position, pending_reason=reason)
+
+    # -- output and following -------------------------------------------------------------
+
+    async def wait(self, payload_id: str, timeout: float) -> Payload:
+        """The record once terminal, or as it is after `timeout` seconds."""
+        return await wait_for_end(self.get, self._records.changes, payload_id, timeout)
+
+    async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
+        return await self.store.read_output(payload_id, stream, offset)
+
+    async def output_positions(self, payload_id: str, offset: int) -> dict[str, int]:
+        return await self.store.output_positions(payload_id, offset)
+
+    def follow(
+        self,
+        payload_id: str,
+        positions: dict[str, int],
+        seen: Status | None = None,
+        heartbeat: float = 15.0,
+    ) -> AsyncIterator[Payload | Piece | None]:
+        """A payload's output from `positions` on and its status changes, until it ends.
+
+        Yields the record whenever its state differs from the last one yielded (starting
+        from `seen`), output pieces in the order they were read, and None after
+        `heartbeat` seconds of quiet. The last item is the terminal record, after all output.
+        Readers pull from the store at their own pace and hold nothing: one that falls behind
+        the kept output sees a jump in offsets where bytes were dropped.
+        """
+        return follow(
+            self.get, self.store, self._records.changes, payload_id, positions, seen, heartbeat
+        )
+
+    # -- cancel, delete, signals, stdin ---------------------------------------------------
+
+    async def cancel(self, payload_id: str) -> Payload:
+        """Cancel a payload: a pending one never starts, a running one is stopped.
+
+        Returns its record once it has ended; raises `AlreadyTerminal` when it had already.
+        """
+        waiting = self._queue.remove(payload_id)
+        if waiting is not None:
+            return await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+        run = self._runs.get(payload_id)
+        if run is None:
+            record = await self.store.get(payload_id)
+            check_transition(record, Status.CANCELLED)
+            return record
+        if run.record.terminal:
+            raise AlreadyTerminal(payload_id, run.record.status, Status.CANCELLED.value)
+        run.stop(Status.CANCELLED, None)
+        return await run.ended()
+
+    async def delete(self, payload_id: str, force: bool = False) -> None:
+        """Forget an ended payload and its output; `force` cancels an active one first."""
+        record = await self.get(payload_id)
+        if not record.terminal or payload_id in self._runs:
+            if not force:
+                raise StillActive(payload_id, record.status)
+            with contextlib.suppress(AlreadyTerminal):
+                await self.cancel(payload_id)
+        await self._records.forget(payload_id)
+
+    async def _running(self, payload_id: str, action: str) -> Run:
+        run = self._runs.get(payload_id)
+        if run is None or not run.started:
+            record = await self.get(payload_id)
+            if record.terminal:
+                raise AlreadyTerminal(payload_id, record.status, action)
+            raise NotRunning(payload_id, record.status, action)
+        return run
+
+    async def send_signal(self, payload_id: str, name: str) -> Payload:
+        """Send an allowed signal to the payload's process group.
+
+        SIGSTOP makes a working payload `paused`, SIGCONT makes a paused one `working`.
+        """
+        if name not in ALLOWED_SIGNALS:
+            raise InvalidSpec(f"signal {name!r} is not one of {sorted(ALLOWED_SIGNALS)}")
+        run = await self._running(payload_id, f"be sent {name}")
+        return await run.signal(name)
+
+    async def write_stdin(self, payload_id: str, data: bytes, close: bool = False) -> None:
+        """Queue `data` for a payload's stdin pipe, then close it if `close`."""
+        run = await self._running(payload_id, "take stdin")
+        run.write_stdin(data, close)
+
+    # -- start and shutdown --------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Take up the payloads a durable store kept (`service.recovery`); call once, before
+        serving."""
+        await recover(self._records, self._runner, self._admission, self._queue)
+        self._schedule()
+
+    async def shutdown(self, grace: float) -> None:
+        """Refuse new payloads, stop every running one (TERM, `grace`, KILL) and record its end."""
+        self._accepting = False
+        pending = len(self._queue)
+        while (waiting := self._queue.pop()) is not None:
+            await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+        runs = list(self._runs.values())
+        running = [run.execution for run in runs if run.execution is not None]
+        log.info("shutdown: stopping %d running payload(s), %d pending", len(running), pending)
+        await asyncio.gather(*(execution.terminate(grace) for execution in running))
+        # Runs not started yet see `_accepting` is off and end their payload as cancelled.
+        await asyncio.gather(*(run.task for run in runs), return_exceptions=True)
+        self._records.close()
+        log.info("shutdown: every payload has ended")

@@ -1,0 +1,137 @@
+"""The one write path for records: every change is checked, stored, then published.
+
+`Records.move` checks a move against `model.TRANSITIONS`, stores the new record, and tells
+everyone who watches (the log, metrics, the status feed, waiting readers). An ended record
+joins retention, which forgets it later. Output is appended here too, so readers are woken
+by the same notifier whatever changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from pericles.changes import Changes
+from pericles.errors import PayloadNotFound
+from pericles.feed import StatusFeed
+from pericles.lifecycle.retention import Retention
+from pericles.metrics import Metrics
+from pericles.model import Payload, Status, check_transition
+from pericles.store import Store
+
+log = logging.getLogger("pericles.service")
+
+
+def _log_transition(record: Payload) -> None:
+    # The command, never its params or environment: those may carry secrets.
+    fields: dict[str, object] = {
+        "payload_id": record.id,
+        "cmd": record.cmd,
+        "status": record.status,
+        "pid": record.pid,
+    }
+    if record.terminal:
+        fields["exit_code"] = record.exit_code
+        fields["duration_seconds"] = record.duration_seconds
+    log.info(
+        "payload %s %s (cmd %r, pid %s, exit code %s)",
+        record.id,
+        record.status,
+        record.cmd,
+        record.pid,
+        record.exit_code,
+        extra={"pericles": fields},
+    )
+
+
+class Records:
+    """The store behind the service's rules: writes, their publication, and retention."""
+
+    def __init__(self, store: Store, retention: Retention, metrics: Metrics | None) -> None:
+        self.store = store
+        self._retention = retention
+        self._retention_timer: asyncio.TimerHandle | None = None
+        self._metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
+        #: Woken on every change of a payload: its output or its status.
+        self.changes = Changes()
+        self.feed = StatusFeed()
+
+    async def add(self, record: Payload) -> None:
+        """Keep a new pending record and publish it."""
+        await self.store.add(record)
+        self._published(record, None)
+
+    async def move(
+        self, record: Payload, wanted: Status, status: str | None = None, **changes: Any
+    ) -> Payload:
+        """`record` moved to `wanted` (wire text `status`, if given) with `changes`, stored."""
+        check_transition(record, wanted)
+        new = dataclasses.replace(record, status=status or wanted.value, **changes)
+        await self.store.put(new)
+        self._published(new, record.state)
+        if new.terminal:
+            await self.evict(self._retention.add(new.id))
+            self.arm_retention_timer()
+        return new
+
+    def _published(self, record: Payload, before: Status | None) -> None:
+        _log_transition(record)
+        if self._metrics is not None:
+            self._metrics.transition(record, before)
+        self.feed.publish(record)
+        self.changes.notify(record.id)
+        if record.terminal:
+            self.changes.forget(record.id)
+
+    async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
+        """Keep `data` as the next output of `stream`; (bytes written, bytes dropped) so far."""
+        counts = await self.store.append_output(payload_id, stream, data)
+        if self._metrics is not None:
+            self._metrics.output(stream, len(data))
+        self.changes.notify(payload_id)
+        return counts
+
+    async def forget(self, payload_id: str) -> None:
+        """Drop an ended payload's record and output now (a delete)."""
+        self._retention.forget(payload_id)
+        with contextlib.suppress(PayloadNotFound):
+            await self.store.delete(payload_id)
+        self.changes.forget(payload_id)
+
+    # -- retention -----------------------------------------------------------------------
+
+    def ended(self, payload_id: str, age: float) -> list[str]:
+        """Note a payload that ended `age` seconds ago; the ids retention lets go of now."""
+        return self._retention.add(payload_id, age)
+
+    async def evict(self, payload_ids: Iterable[str]) -> None:
+        for payload_id in payload_ids:
+            with contextlib.suppress(PayloadNotFound):
+                await self.store.delete(payload_id)
+
+    def arm_retention_timer(self) -> None:
+        if self._retention_timer is not None:
+            return
+        delay = self._retention.next_expiry()
+        if delay is not None:
+            self._retention_timer = asyncio.get_running_loop().call_later(
+                delay, self._on_retention_timer
+            )
+
+    def _on_retention_timer(self) -> None:
+        self._retention_timer = None
+        due = self._retention.due()
+        if due:
+            task = asyncio.create_task(self.evict(due))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        self.arm_retention_timer()
+
+    def close(self) -> None:
+        if self._retention_timer is not None:
+            self._retention_timer.cancel()
