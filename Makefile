@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest bench clean
+.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean
 
 $(BIN)/handler-serve: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ pytest: $(VENV)/.test-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Daily work: everything but the tests marked slow (memory bounds under load, crash and
+# restart, fuzzing, hundreds of clients). The full suite stays `make test`, as in CI.
+pytest-fast: $(VENV)/.test-deps
+	$(BIN)/pytest -m "not slow"
+
+test-fast: lint typecheck pytest-fast
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/throughput.py

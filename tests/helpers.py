@@ -21,20 +21,30 @@ from typing import Any, TypeVar
 
 import httpx
 
+from pericles.model import TERMINAL, status_of
+
 T = TypeVar("T")
 
 PYTHON = sys.executable
-TERMINAL = ("finished", "cancelled", "timeout", "lost")
 #: When set, servers started here keep their records in a new sqlite file in this directory.
 SQLITE_DIR_ENV = "PERICLES_TESTS_SQLITE_DIR"
 _STARTED = re.compile(r"Uvicorn running on (https?)://\S+:(\d+)")
 
 
-def handler_serve() -> str:
-    path = shutil.which("handler-serve", path=str(Path(sys.executable).parent))
+def _installed(name: str) -> str:
+    path = shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
-        raise RuntimeError("handler-serve is not installed beside this Python")
+        raise RuntimeError(f"{name} is not installed beside this Python")
     return path
+
+
+def handler_serve() -> str:
+    return _installed("handler-serve")
+
+
+def pericles_path() -> str:
+    """The `pericles` command installed beside this Python."""
+    return _installed("pericles")
 
 
 def run_serve(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
@@ -86,6 +96,7 @@ def post(client: httpx.Client, cmd: str, *params: str, **fields: Any) -> dict[st
     response = client.post("/payloads", json={"cmd": cmd, "params": list(params), **fields})
     assert response.status_code == 201, response.text
     record: dict[str, Any] = response.json()
+    assert response.headers["location"] == f"/payloads/{record['id']}"
     return record
 
 
@@ -134,8 +145,7 @@ def server_rss(pid: int) -> int:
 
 
 def is_terminal(record: Mapping[str, Any]) -> bool:
-    status = str(record["status"])
-    return status in TERMINAL or status.startswith("error:")
+    return status_of(str(record["status"])) in TERMINAL
 
 
 def wait_for_status(
@@ -327,17 +337,3 @@ def sse_events(lines: Iterator[str]) -> Iterator[SSEvent]:
                 data.append(value)
             else:
                 fields[name] = value
-
-
-def create(client: httpx.Client, cmd: str, *params: str) -> dict[str, Any]:
-    response = client.post("/payloads", json={"cmd": cmd, "params": list(params)})
-    assert response.status_code == 201, response.text
-    record: dict[str, Any] = response.json()
-    return record
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")

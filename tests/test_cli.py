@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import operator
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from functools import partial
@@ -21,9 +19,10 @@ import pytest
 from tests.helpers import (
     PYTHON,
     Server,
-    create,
     group_members,
     handler_serve,
+    pericles_path,
+    post,
     release,
     wait_for_status,
     wait_until,
@@ -48,13 +47,6 @@ for i in range(3):
         stream.flush()
         wait_for_gate()
 """
-
-
-def pericles_path() -> str:
-    path = shutil.which("pericles", path=str(Path(sys.executable).parent))
-    if path is None:
-        raise RuntimeError("pericles is not installed beside this Python")
-    return path
 
 
 def cli_env(server: Server) -> dict[str, str]:
@@ -192,7 +184,7 @@ def test_ctrl_c_cancels_the_remote_payload(server: Server, client: httpx.Client)
 
 
 def test_ids_resolve_from_unique_prefixes(server: Server, client: httpx.Client) -> None:
-    ids = [create(client, "/bin/true")["id"] for _ in range(17)]
+    ids = [post(client, "/bin/true")["id"] for _ in range(17)]
     everyone = [r["id"] for r in client.get("/payloads").json()]
     mine = ids[0]
     size = next(n for n in range(1, 33) if sum(x.startswith(mine[:n]) for x in everyone) == 1)
@@ -215,7 +207,7 @@ def test_ids_resolve_from_unique_prefixes(server: Server, client: httpx.Client) 
 
 
 def test_json_output_parses_back(server: Server, client: httpx.Client) -> None:
-    payload_id = create(client, "/bin/sh", "-c", "echo hi; exit 5")["id"]
+    payload_id = post(client, "/bin/sh", "-c", "echo hi; exit 5")["id"]
     waited = pericles(server, "wait", "--json", payload_id[:10])
     assert waited.returncode == 5
     record = json.loads(waited.stdout)
@@ -231,7 +223,7 @@ def test_json_output_parses_back(server: Server, client: httpx.Client) -> None:
 
 
 def test_ls_is_a_plain_table_when_piped(server: Server, client: httpx.Client) -> None:
-    payload_id = create(client, "/bin/echo", "two words")["id"]
+    payload_id = post(client, "/bin/echo", "two words")["id"]
     wait_for_status(client, payload_id)
     listed = pericles(server, "ls", "--status", "finished")
     assert listed.returncode == 0
@@ -247,26 +239,30 @@ def test_logs_follows_until_the_end(server: Server, client: httpx.Client, tmp_pa
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     script = 'echo a; echo b >&2; read x < "$0"; echo c'
-    payload_id = create(client, "/bin/sh", "-c", script, str(gate))["id"]
-    follower = start(server, "logs", "-f", payload_id, stdout=subprocess.PIPE)
+    payload_id = post(client, "/bin/sh", "-c", script, str(gate))["id"]
+    follower = start(
+        server, "logs", "-f", payload_id, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         assert follower.stdout is not None
-        # Both lines arrive while the payload still waits at its gate: followed, not replayed.
-        assert [follower.stdout.readline(), follower.stdout.readline()] == ["a\n", "b\n"]
+        assert follower.stderr is not None
+        # Both lines arrive while the payload still waits at its gate: followed, not replayed;
+        # each on its own stream, as `run --wait` writes them.
+        assert [follower.stdout.readline(), follower.stderr.readline()] == ["a\n", "b\n"]
         assert client.get(f"/payloads/{payload_id}").json()["status"] == "working"
         release(gate)
-        rest, _ = follower.communicate(timeout=30)
+        rest, more_errors = follower.communicate(timeout=30)
     finally:
         if follower.poll() is None:
             follower.kill()
             follower.wait()
-    assert (follower.returncode, rest) == (0, "c\n")
+    assert (follower.returncode, rest, more_errors) == (0, "c\n", "")
     errors = pericles(server, "logs", "--stderr", payload_id)
     assert errors.stdout == "b\n"
 
 
 def test_rm_forgets_and_cancel_refuses_ended_ones(server: Server, client: httpx.Client) -> None:
-    payload_id = create(client, "/bin/true")["id"]
+    payload_id = post(client, "/bin/true")["id"]
     wait_for_status(client, payload_id)
     refused = pericles(server, "cancel", payload_id)
     assert refused.returncode == 1
@@ -307,7 +303,7 @@ def test_what_the_model_refuses_is_one_line_before_sending(
     for bad in ("0", "-1", "nan"):
         done = pericles(server, "run", "--timeout", bad, "--", "/bin/true")
         assert (done.returncode, done.stdout) == (2, "")
-        assert done.stderr.startswith("pericles: timeout: "), done.stderr
+        assert done.stderr.startswith("pericles: --timeout: "), done.stderr
         assert done.stderr.count("\n") == 1
     assert client.get("/payloads").json() == before
 

@@ -16,6 +16,7 @@ from tests.helpers import (
     Server,
     group_members,
     handler_serve,
+    pericles_path,
     post,
     running_server,
     start_server,
@@ -57,6 +58,7 @@ def records_by_id(client: httpx.Client) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in records}
 
 
+@pytest.mark.slow
 def test_every_201_survives_kill_9(tmp_path: Path) -> None:
     db = tmp_path / "pericles.db"
     server = start_server(*store_args(db))
@@ -123,6 +125,15 @@ def test_pending_payloads_resume_and_working_ones_are_lost(tmp_path: Path) -> No
     with running_server(*args) as again, again.client() as client:
         lost = wait_for_status(client, working["id"], "lost")
         assert lost["finished_at"] is not None
+        # `pericles wait` hands on the outcome of every terminal status, `lost` included.
+        waited = subprocess.run(
+            [pericles_path(), "--server", again.url, "wait", working["id"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert waited.returncode == 125
+        assert waited.stderr.endswith("was lost: its server stopped while it ran\n")
         assert client.get(f"/payloads/{working['id']}/output").text == "started\n"
         wait_until(lambda: not live_members(pgrp), 10, "the lost payload's processes to die")
         done = [wait_for_status(client, p["id"]) for p in (urgent, first, second)]
@@ -210,12 +221,13 @@ def test_an_unusable_database_is_refused_in_one_line(
     assert str(db) in result.stderr
 
 
+@pytest.mark.slow
 def test_a_second_server_cannot_share_the_file(tmp_path: Path) -> None:
     db = tmp_path / "pericles.db"
     with running_server(*store_args(db)):
         result = start_on(db)
     assert result.returncode == 1
-    assert "database is locked" in result.stderr
+    assert f"another server is using {db}" in result.stderr
 
 
 def test_a_queued_payload_with_secrets_does_not_start_without_them(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import Server, SSEvent, create, release, sse_events, wait_for_status
+from tests.helpers import Server, SSEvent, post, release, sse_events, wait_for_status
 
 
 def stream_events(client: httpx.Client, url: str, **headers: str) -> Iterator[SSEvent]:
@@ -28,7 +28,7 @@ def test_status_and_output_arrive_live_and_the_stream_ends(
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
     script = 'echo one; echo two >&2; read x < "$0"; echo three'
-    record = create(client, "/bin/sh", "-c", script, str(fifo))
+    record = post(client, "/bin/sh", "-c", script, str(fifo))
     events = stream_events(client, f"/payloads/{record['id']}/events")
     seen: list[SSEvent] = []
     for event in events:
@@ -56,7 +56,7 @@ def test_status_and_output_arrive_live_and_the_stream_ends(
 
 
 def test_a_finished_payload_replays_its_output_then_ends(client: httpx.Client) -> None:
-    done = wait_for_status(client, create(client, "/bin/echo", "hello")["id"])
+    done = wait_for_status(client, post(client, "/bin/echo", "hello")["id"])
     events = list(stream_events(client, f"/payloads/{done['id']}/events"))
     assert [e.event for e in events] == ["output", "status"]
     assert json.loads(events[0].data)["text"] == "hello\n"
@@ -87,7 +87,7 @@ def test_resume_by_last_event_id_loses_and_repeats_nothing(
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
     script = 'seq 1 20000; read x < "$0"; seq 20001 40000'
-    record = create(client, "/bin/sh", "-c", script, str(fifo))
+    record = post(client, "/bin/sh", "-c", script, str(fifo))
     url = f"/payloads/{record['id']}/events"
     first, last_id = collect(stream_events(client, url), until_bytes=1000)
     release(fifo)
@@ -102,13 +102,13 @@ def test_multibyte_characters_are_never_split(client: httpx.Client) -> None:
     script = (
         r"for i in $(seq 1 1000); do printf '\342\202\254\342\202'; printf '\254\342\202\254'; done"
     )
-    done = wait_for_status(client, create(client, "/bin/sh", "-c", script)["id"], timeout=30)
+    done = wait_for_status(client, post(client, "/bin/sh", "-c", script)["id"], timeout=30)
     body, _ = collect(stream_events(client, f"/payloads/{done['id']}/events"))
     assert body.decode() == "€" * 3000
 
 
 def test_bad_last_event_id_is_400(client: httpx.Client) -> None:
-    record = create(client, "/bin/true")
+    record = post(client, "/bin/true")
     for bad in ("x", "1.2", "1.2.bogus", "-1.0.working"):
         response = client.get(f"/payloads/{record['id']}/events", headers={"Last-Event-ID": bad})
         assert response.status_code == 400, bad
@@ -120,6 +120,7 @@ def test_events_of_an_unknown_payload_is_404(client: httpx.Client) -> None:
     assert response.status_code == 404
 
 
+@pytest.mark.slow
 def test_two_hundred_clients_follow_one_payload(server: Server, tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
@@ -167,7 +168,7 @@ async def _async_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEvent]:
 def test_the_feed_carries_every_transition(server: Server, client: httpx.Client) -> None:
     with client.stream("GET", "/events") as response:
         assert response.status_code == 200
-        record = create(client, "/bin/true")
+        record = post(client, "/bin/true")
         statuses = []
         for event in sse_events(response.iter_lines()):
             data = json.loads(event.data)
@@ -192,8 +193,8 @@ def test_the_feed_carries_every_transition(server: Server, client: httpx.Client)
 
 def test_the_feed_filters_by_status(client: httpx.Client) -> None:
     with client.stream("GET", "/events", params={"status": ["error"]}) as response:
-        create(client, "/bin/true")
-        bad = create(client, "/no/such/program")
+        post(client, "/bin/true")
+        bad = post(client, "/no/such/program")
         event = next(sse_events(response.iter_lines()))
     data = json.loads(event.data)
     assert data["id"] == bad["id"]

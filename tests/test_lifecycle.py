@@ -14,6 +14,7 @@ from tests.helpers import (
     Server,
     group_members,
     is_terminal,
+    post,
     release,
     wait_for_status,
     wait_until,
@@ -21,24 +22,16 @@ from tests.helpers import (
 )
 
 
-def create(client: httpx.Client, cmd: str, *params: str) -> dict[str, object]:
-    response = client.post("/payloads", json={"cmd": cmd, "params": list(params)})
-    assert response.status_code == 201, response.text
-    record: dict[str, object] = response.json()
-    assert response.headers["location"] == f"/payloads/{record['id']}"
-    return record
-
-
 def test_working_until_the_process_exits(client: httpx.Client, tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    record = create(client, "/bin/sh", "-c", 'read line < "$0"; exit 3', str(fifo))
+    record = post(client, "/bin/sh", "-c", 'read line < "$0"; exit 3', str(fifo))
     assert record["status"] == "pending"
-    assert record["started_at"] is None
+    assert "started_at" not in record  # null fields are left out
     working = wait_for_status(client, str(record["id"]), "working")
     assert isinstance(working["pid"], int)
     assert working["exit_code"] is None
-    assert working["finished_at"] is None
+    assert "finished_at" not in working
     release(fifo)
     done = wait_for_status(client, str(record["id"]))
     assert done["status"] == "finished"
@@ -52,7 +45,7 @@ def test_working_until_the_process_exits(client: httpx.Client, tmp_path: Path) -
 
 
 def test_signal_that_ended_the_process_is_recorded(client: httpx.Client) -> None:
-    record = create(client, "/bin/sh", "-c", "kill -KILL $$")
+    record = post(client, "/bin/sh", "-c", "kill -KILL $$")
     done = wait_for_status(client, str(record["id"]))
     assert done["status"] == "finished"
     assert done["exit_code"] is None
@@ -60,15 +53,15 @@ def test_signal_that_ended_the_process_is_recorded(client: httpx.Client) -> None
 
 
 def test_bare_name_is_found_on_the_default_path(client: httpx.Client) -> None:
-    done = wait_for_status(client, str(create(client, "true")["id"]))
+    done = wait_for_status(client, str(post(client, "true")["id"]))
     assert done["status"] == "finished"
     assert done["exit_code"] == 0
 
 
 def test_bare_name_not_on_path(client: httpx.Client) -> None:
-    done = wait_for_status(client, str(create(client, "no-such-command-here")["id"]))
+    done = wait_for_status(client, str(post(client, "no-such-command-here")["id"]))
     assert done["status"] == "error:start('no-such-command-here':No such file or directory"
-    assert done["pid"] is None
+    assert "pid" not in done  # it never started
     assert done["finished_at"] is not None
 
 
@@ -90,26 +83,26 @@ def test_exec_failures_keep_the_seed_format(
     client: httpx.Client, tmp_path: Path, name: str, text: str, mode: int, reason: str
 ) -> None:
     path = _file(tmp_path / name, text, mode)
-    done = wait_for_status(client, str(create(client, path)["id"]))
+    done = wait_for_status(client, str(post(client, path)["id"]))
     assert done["status"] == f"error:start('{path}':{reason}"
 
 
 def test_directory_cannot_be_run(client: httpx.Client, tmp_path: Path) -> None:
-    done = wait_for_status(client, str(create(client, str(tmp_path))["id"]))
+    done = wait_for_status(client, str(post(client, str(tmp_path))["id"]))
     assert done["status"] == f"error:start('{tmp_path}':Permission denied"
 
 
 def test_a_chatty_process_never_blocks_on_its_pipes(client: httpx.Client) -> None:
     # 40 MB to each stream, far more than any pipe holds: it ends only if we keep reading.
     script = "head -c 40000000 /dev/zero; head -c 40000000 /dev/zero >&2"
-    done = wait_for_status(client, str(create(client, "/bin/sh", "-c", script)["id"]), timeout=60)
+    done = wait_for_status(client, str(post(client, "/bin/sh", "-c", script)["id"]), timeout=60)
     assert done["status"] == "finished"
     assert done["exit_code"] == 0
 
 
 def test_the_payload_environment_is_clean(client: httpx.Client, tmp_path: Path) -> None:
     out = tmp_path / "env"
-    record = create(client, "/bin/sh", "-c", 'env > "$0"', str(out))
+    record = post(client, "/bin/sh", "-c", 'env > "$0"', str(out))
     wait_for_status(client, str(record["id"]))
     names = {line.split("=", 1)[0] for line in out.read_text().splitlines()}
     assert "PATH" in names
@@ -118,12 +111,13 @@ def test_the_payload_environment_is_clean(client: httpx.Client, tmp_path: Path) 
 
 def test_stdin_is_empty(client: httpx.Client, tmp_path: Path) -> None:
     out = tmp_path / "stdin"
-    record = create(client, "/bin/sh", "-c", 'cat > "$0"', str(out))
+    record = post(client, "/bin/sh", "-c", 'cat > "$0"', str(out))
     done = wait_for_status(client, str(record["id"]))
     assert done["exit_code"] == 0
     assert out.read_bytes() == b""
 
 
+@pytest.mark.slow
 def test_500_concurrent_creates_none_lost(server: Server, client: httpx.Client) -> None:
     async def create_many() -> list[str]:
         limits = httpx.Limits(max_connections=50)
@@ -149,7 +143,7 @@ def test_500_concurrent_creates_none_lost(server: Server, client: httpx.Client) 
 
 
 def test_list_is_oldest_first(client: httpx.Client) -> None:
-    ids = [create(client, "/bin/true")["id"] for _ in range(5)]
+    ids = [post(client, "/bin/true")["id"] for _ in range(5)]
     listed = [r["id"] for r in client.get("/payloads").json()]
     assert [i for i in listed if i in ids] == ids
     stamps = [r["created_at"] for r in client.get("/payloads").json()]
@@ -165,6 +159,27 @@ def test_unknown_id_is_404(client: httpx.Client) -> None:
 
 def test_grandchildren_do_not_outlive_the_payload(client: httpx.Client) -> None:
     # The payload exits at once and leaves a background sleep in its group: it goes too.
-    record = create(client, "/bin/sh", "-c", "sleep 300 & echo started")
+    record = post(client, "/bin/sh", "-c", "sleep 300 & echo started")
     done = wait_for_status(client, str(record["id"]))
     wait_until(lambda: not group_members(int(str(done["pid"]))), 10, "the group to be gone")
+
+
+def test_records_leave_out_null_fields_but_keep_how_it_ended_once_started(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    record = post(client, "/bin/sh", "-c", 'read line < "$0"', str(fifo))
+    assert None not in record.values()
+    assert not {"pid", "exit_code", "signal", "started_at", "env", "cwd"} & record.keys()
+    working = wait_for_status(client, str(record["id"]), "working")
+    # Started: exit_code and signal are there, null, as they stay for a signal's ending.
+    assert (working["exit_code"], working["signal"]) == (None, None)
+    assert isinstance(working["pid"], int)
+    assert "finished_at" not in working
+    release(fifo)
+    done = wait_for_status(client, str(record["id"]))
+    assert (done["exit_code"], done["signal"]) == (0, None)
+    events = client.get(f"/payloads/{record['id']}/events").text
+    assert '"exit_code":0,"signal":null' in events
+    assert '"env":null' not in events

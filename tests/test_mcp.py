@@ -260,6 +260,7 @@ def test_secret_values_are_masked(server: Server) -> None:
     assert secret not in str(result.structured_content)
 
 
+@pytest.mark.slow  # a server or a bridge process of its own
 def test_the_stdio_bridge_relays_to_the_endpoint(server: Server) -> None:
     pericles = shutil.which("pericles", path=str(Path(sys.executable).parent))
     assert pericles is not None
@@ -308,6 +309,7 @@ def test_only_post_is_served_and_requests_are_counted(server: Server) -> None:
     assert 'method="GET",route="/mcp"' in metrics
 
 
+@pytest.mark.slow  # a server or a bridge process of its own
 def test_shutdown_with_a_tool_call_in_flight_stops_its_process() -> None:
     server = start_server("--mcp")
     outcome: list[object] = []
@@ -327,7 +329,9 @@ def test_shutdown_with_a_tool_call_in_flight_stops_its_process() -> None:
     try:
         with server.client() as http:
             pid = wait_until(
-                lambda: next((r["pid"] for r in http.get("/payloads").json() if r["pid"]), None),
+                lambda: next(
+                    (r["pid"] for r in http.get("/payloads").json() if r.get("pid")), None
+                ),
                 what="the payload to start",
             )
         assert server.stop() == 0
@@ -339,6 +343,7 @@ def test_shutdown_with_a_tool_call_in_flight_stops_its_process() -> None:
     assert pid not in [p.pid for p in processes()]
 
 
+@pytest.mark.slow  # a server or a bridge process of its own
 def test_paging_output_steps_over_what_the_store_dropped() -> None:
     with running_server("--mcp", "--max-output", "2048", "--mcp-max-output", "1024") as server:
         whole = "".join(f"{n}\n" for n in range(1, 5001))

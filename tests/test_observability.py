@@ -11,7 +11,7 @@ import jsonschema
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import Server, create, running_server, wait_for_status
+from tests.helpers import Server, post, running_server, wait_for_status
 
 
 def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,8 +38,8 @@ def test_health_and_readiness(client: httpx.Client) -> None:
 
 def test_metrics_move_as_payloads_run(client: httpx.Client) -> None:
     before = scrape(client)
-    done = wait_for_status(client, create(client, "/bin/echo", "hello")["id"])
-    failed = wait_for_status(client, create(client, "/no/such/thing")["id"])
+    done = wait_for_status(client, post(client, "/bin/echo", "hello")["id"])
+    failed = wait_for_status(client, post(client, "/no/such/thing")["id"])
     assert failed["status"].startswith("error:start(")
     client.get(f"/payloads/{done['id']}")
     after = scrape(client)

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.helpers import Server, create, release, rss_bytes, wait_for_status
+from tests.helpers import Server, post, release, server_rss, wait_for_status
 
 MiB = 1024 * 1024
 
@@ -20,14 +21,15 @@ def gated(fifo: Path, before: str, after: str) -> list[str]:
     return ["/bin/sh", "-c", script, str(fifo)]
 
 
+@pytest.mark.slow
 def test_fifty_megabytes_keep_head_and_tail_in_bounded_memory(
     server: Server, client: httpx.Client
 ) -> None:
     # 50 MB of numbered lines: each line says where it is, so head and tail can be checked.
     script = "seq -w 1 10000000 | head -c 50000000"
-    before = rss_bytes(server.pid)
-    done = wait_for_status(client, create(client, "/bin/sh", "-c", script)["id"], timeout=120)
-    grown = rss_bytes(server.pid) - before
+    before = server_rss(server.pid)
+    done = wait_for_status(client, post(client, "/bin/sh", "-c", script)["id"], timeout=120)
+    grown = server_rss(server.pid) - before
     assert done["status"] == "finished"
     assert done["stdout_bytes"] == 50_000_000
     assert done["stdout_dropped"] == 50_000_000 - MiB
@@ -62,7 +64,7 @@ done
 """
     fifo = tmp_path / "step"
     os.mkfifo(fifo)
-    record = create(client, "/bin/sh", "-c", script, str(fifo))
+    record = post(client, "/bin/sh", "-c", script, str(fifo))
     url = f"/payloads/{record['id']}/output"
     expected = ""
     for i in range(1, 6):
@@ -94,7 +96,7 @@ def test_follow_streams_output_before_the_process_ends(
 ) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    record = create(client, *gated(fifo, "first\\n", "second\\n"))
+    record = post(client, *gated(fifo, "first\\n", "second\\n"))
     url = f"/payloads/{record['id']}/output"
     with client.stream("GET", url, params={"follow": "true"}) as response:
         assert response.headers["content-type"] == "text/plain; charset=utf-8"
@@ -107,7 +109,7 @@ def test_follow_streams_output_before_the_process_ends(
 def test_follow_resumes_from_an_offset_without_loss(client: httpx.Client, tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    record = create(client, *gated(fifo, "0123456789", "abcdefghij"))
+    record = post(client, *gated(fifo, "0123456789", "abcdefghij"))
     url = f"/payloads/{record['id']}/output"
     received = b""
     with client.stream("GET", url, params={"follow": "true"}) as response:
@@ -122,7 +124,7 @@ def test_follow_resumes_from_an_offset_without_loss(client: httpx.Client, tmp_pa
 def test_binary_and_invalid_utf8_are_replaced_never_an_error(client: httpx.Client) -> None:
     # \351 alone is invalid UTF-8; \303\251 is a valid é; \000 a NUL byte.
     script = r"printf 'caf\351 caf\303\251 \000end'"
-    done = wait_for_status(client, create(client, "/bin/sh", "-c", script)["id"])
+    done = wait_for_status(client, post(client, "/bin/sh", "-c", script)["id"])
     assert done["stdout_bytes"] == len(b"caf\xe9 caf\xc3\xa9 \x00end")
     response = client.get(f"/payloads/{done['id']}/output")
     assert response.status_code == 200
@@ -140,7 +142,7 @@ def test_output_of_an_unknown_payload_is_404(client: httpx.Client) -> None:
 
 
 def test_bad_output_parameters_are_422(client: httpx.Client) -> None:
-    record = create(client, "/bin/true")
+    record = post(client, "/bin/true")
     url = f"/payloads/{record['id']}/output"
     for params in ({"stream": "stdin"}, {"offset": "-1"}, {"offset": "x"}, {"follow": "maybe"}):
         response = client.get(url, params=params)
@@ -151,7 +153,7 @@ def test_bad_output_parameters_are_422(client: httpx.Client) -> None:
 def test_wait_returns_as_soon_as_the_payload_ends(client: httpx.Client, tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    record = create(client, *gated(fifo, "", "done"))
+    record = post(client, *gated(fifo, "", "done"))
     wait_for_status(client, record["id"], "working")
     # Were the wait not cut short by the end, it would outlast the test's timeout.
     releaser = threading.Thread(target=release, args=(fifo,))
@@ -164,7 +166,7 @@ def test_wait_returns_as_soon_as_the_payload_ends(client: httpx.Client, tmp_path
 def test_wait_times_out_with_the_current_record(client: httpx.Client, tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    record = create(client, *gated(fifo, "", ""))
+    record = post(client, *gated(fifo, "", ""))
     wait_for_status(client, record["id"], "working")
     response = client.get(f"/payloads/{record['id']}", params={"wait": 0.2})
     assert response.status_code == 200
@@ -174,7 +176,7 @@ def test_wait_times_out_with_the_current_record(client: httpx.Client, tmp_path: 
 
 
 def test_bad_wait_is_422(client: httpx.Client) -> None:
-    record = create(client, "/bin/true")
+    record = post(client, "/bin/true")
     for wait in ("0", "-1", "301", "soon"):
         response = client.get(f"/payloads/{record['id']}", params={"wait": wait})
         assert response.status_code == 422, wait
@@ -183,7 +185,7 @@ def test_bad_wait_is_422(client: httpx.Client) -> None:
 def test_output_checksum_through_follow(client: httpx.Client) -> None:
     # 600 KB of printable text through follow: what arrives is what was written.
     script = "seq 1 100000"
-    record = create(client, "/bin/sh", "-c", script)
+    record = post(client, "/bin/sh", "-c", script)
     url = f"/payloads/{record['id']}/output"
     with client.stream("GET", url, params={"follow": "true", "stream": "stdout"}) as response:
         body = b"".join(response.iter_bytes())

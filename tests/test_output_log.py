@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pericles.store.output import STREAMS, OutputLog
+from pericles.model import STREAMS
+from pericles.store.output import OutputLog
 
 #: Pure unit tests: no server, so once is enough.
 STORES = ("memory",)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 from tests.helpers import (
     is_terminal,
@@ -86,6 +87,7 @@ def test_bad_list_queries_are_422(client: httpx.Client) -> None:
     assert client.get("/payloads", params={"after": "0" * 32}).status_code == 404
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_20000_payloads() -> None:
     with running_server("--keep-finished", "2000") as server:
         with server.client() as client:

@@ -130,7 +130,7 @@ def test_idle_timeout(client: httpx.Client) -> None:
 def test_a_payload_that_ends_in_time_is_finished(client: httpx.Client) -> None:
     done = wait_for_status(client, post(client, "/bin/true", timeout=30, idle_timeout=30)["id"])
     assert done["status"] == "finished"
-    assert done["timeout_reason"] is None
+    assert "timeout_reason" not in done
 
 
 def test_every_field_is_echoed(client: httpx.Client, tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pericles.errors import PayloadNotFound, StoreUnavailable
-from pericles.model import Payload, PayloadSpec, new_id, utcnow
-from pericles.store import ListQuery, open_store
-from pericles.store.output import STREAMS, OutputLog
+from pericles.model import STREAMS, ListQuery, Payload, PayloadSpec, new_id, utcnow
+from pericles.store import open_store
+from pericles.store.output import OutputLog
 from pericles.store.snapshot import chunk_rows, restore, total_rows
 from pericles.store.sqlite_schema import SCHEMA_VERSION, SqliteUrl
 

@@ -3,6 +3,7 @@
     PericlesError
      +-- PayloadNotFound      no payload has that id
      +-- InvalidSpec          the request asks for something that cannot be run
+     |    +-- InvalidSignal   a signal not on the allow-list
      +-- PolicyDenied         the command policy refuses the request (names the rule, why)
      +-- InvalidTransition    a payload cannot move from its state to the one asked
      |    +-- AlreadyTerminal the payload has ended and never changes again
@@ -49,6 +50,10 @@ class InvalidSpec(PericlesError):
     def __init__(self, message: str | None = None, errors: Sequence[FieldError] = ()) -> None:
         self.errors = tuple(errors)
         super().__init__(message or "; ".join(f"{e.loc or 'body'}: {e.msg}" for e in errors))
+
+
+class InvalidSignal(InvalidSpec):
+    """A signal a client may not send (not in `model.ALLOWED_SIGNALS`)."""
 
 
 class PolicyDenied(PericlesError):

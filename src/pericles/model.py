@@ -10,9 +10,20 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    SecretStr,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 
 class Status(StrEnum):
@@ -36,9 +47,36 @@ class Status(StrEnum):
     LOST = "lost"
 
 
-TERMINAL: frozenset[Status] = frozenset(
-    {Status.FINISHED, Status.ERROR, Status.CANCELLED, Status.TIMEOUT, Status.LOST}
-)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a status means to whoever reads it: final or not, the CLI's exit code, a colour."""
+
+    terminal: bool
+    #: What `pericles run --wait` and `pericles wait` exit with; None for `finished`, which
+    #: hands on the process's own exit code (128+N for signal N), and for states not final.
+    exit_code: int | None
+    #: A Rich colour name for the status in tables.
+    colour: str
+
+
+#: One row per status: adding a status without its outcome fails at import.
+OUTCOMES: dict[Status, Outcome] = {
+    Status.PENDING: Outcome(False, None, "yellow"),
+    Status.WORKING: Outcome(False, None, "cyan"),
+    Status.PAUSED: Outcome(False, None, "magenta"),
+    Status.FINISHED: Outcome(True, None, "green"),
+    # As a shell's "command not found".
+    Status.ERROR: Outcome(True, 127, "red"),
+    # As a shell after Ctrl-C.
+    Status.CANCELLED: Outcome(True, 130, "bright_black"),
+    # As coreutils `timeout`.
+    Status.TIMEOUT: Outcome(True, 124, "red"),
+    # How it ended is unknown: as coreutils `timeout` or `env` when they themselves fail.
+    Status.LOST: Outcome(True, 125, "red"),
+}
+assert OUTCOMES.keys() == set(Status), "every status needs its outcome"
+
+TERMINAL: frozenset[Status] = frozenset(s for s, outcome in OUTCOMES.items() if outcome.terminal)
 
 _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.LOST})
 
@@ -68,6 +106,51 @@ ALLOWED_SIGNALS = frozenset(
         "SIGWINCH",
     }
 )
+
+
+def signal_name(value: str) -> str | None:
+    """The allow-listed name for `value` ("USR1", "sigusr1", "SIGUSR1"); None if not allowed."""
+    name = value.upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    return name if name in ALLOWED_SIGNALS else None
+
+
+#: The streams a payload writes, in the order they are shown.
+STREAMS = ("stdout", "stderr")
+
+#: The longest a request may wait for a payload to end (`GET /payloads/{id}?wait=`), seconds.
+MAX_WAIT = 300.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Piece:
+    """Bytes of one stream, at `offset` in that stream and `coff` in the combined output."""
+
+    stream: str
+    offset: int
+    coff: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        """Where a reader of this stream resumes after this piece."""
+        return next_offset(self.offset, len(self.data))
+
+
+def next_offset(offset: int, size: int, dropped: int = 0) -> int:
+    """Where a reader resumes after `size` bytes read from `offset`, `dropped` before them."""
+    return offset + dropped + size
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resolved:
+    """A command as it will run: the absolute executable and its digest, and the real cwd."""
+
+    exe: str
+    #: Hex SHA-256 of the executable; None when the server cannot read it (exec-only file).
+    sha256: str | None
+    cwd: str | None = None
+
 
 #: The `stdin` value that keeps a payload's stdin open for `POST /payloads/{id}/stdin`.
 STDIN_PIPE = "pipe"
@@ -127,11 +210,54 @@ def _secret(value: SecretStr) -> SecretStr:
     return value
 
 
-SafeStr = Annotated[str, AfterValidator(_no_nul)]
-EnvName = Annotated[SafeStr, Field(min_length=1), AfterValidator(_env_name)]
-LabelName = Annotated[SafeStr, Field(min_length=1, max_length=128), AfterValidator(_label_name)]
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Documented:
+    """Puts a pattern in a type's JSON schema for what its validators check in Python.
+
+    The validators give the clearer message ("must not contain '='"); the pattern lets the
+    OpenAPI document say the same, so that clients and fuzzers know what is accepted. On
+    a dict (`keys=True`) it is the pattern of the names.
+    """
+
+    pattern: str
+    keys: bool = False
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        if self.keys:
+            json_schema.setdefault("propertyNames", {})["pattern"] = self.pattern
+        else:
+            json_schema["pattern"] = self.pattern
+        return json_schema
+
+
+_NO_NUL = r"^[^\x00]*$"
+SafeStr = Annotated[str, AfterValidator(_no_nul), _Documented(_NO_NUL)]
+#: On a dict of names: no '=' and no NUL in any of them.
+NAMES = _Documented(r"^[^=\x00]*$", keys=True)
+EnvName = Annotated[str, Field(min_length=1), AfterValidator(_no_nul), AfterValidator(_env_name)]
+LabelName = Annotated[
+    str, Field(min_length=1, max_length=128), AfterValidator(_no_nul), AfterValidator(_label_name)
+]
+SecretValue = Annotated[
+    SecretStr, Field(min_length=1), AfterValidator(_secret), _Documented(_NO_NUL)
+]
+
+
+def _whole(value: object) -> object:
+    # JSON has one number type: 3.0 is the integer 3 to most encoders and to JSON Schema's
+    # "integer", so the strict models take an integer-valued float as that integer.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Put after an int's bounds, so that they stay plain JSON Schema minimum and maximum.
+WHOLE = BeforeValidator(_whole)
 Seconds = Annotated[float, Field(gt=0, le=10 * 365 * 86400, allow_inf_nan=False)]
-Amount = Annotated[int, Field(ge=0, le=2**62)]
+Amount = Annotated[int, Field(ge=0, le=2**62), WHOLE]
 
 
 class Limits(BaseModel):
@@ -166,7 +292,7 @@ class PayloadSpec(BaseModel):
         list[SafeStr], Field(default_factory=list, description="Arguments after the command")
     ]
     env: Annotated[
-        dict[EnvName, SafeStr] | None,
+        Annotated[dict[EnvName, SafeStr], NAMES] | None,
         Field(description="Variables laid over a minimal clean environment (PATH only)"),
     ] = None
     cwd: Annotated[
@@ -186,26 +312,28 @@ class PayloadSpec(BaseModel):
     ] = None
     limits: Annotated[Limits | None, Field(description="Resource limits (setrlimit)")] = None
     labels: Annotated[
-        dict[LabelName, Annotated[SafeStr, Field(max_length=1024)]] | None,
+        Annotated[dict[LabelName, Annotated[SafeStr, Field(max_length=1024)]], NAMES] | None,
         Field(max_length=64, description="Free-form tags, filterable with ?label=key=value"),
     ] = None
     priority: Annotated[
-        int, Field(ge=-(2**31), le=2**31 - 1, description="Higher starts first when queued")
+        int,
+        Field(ge=-(2**31), le=2**31 - 1, description="Higher starts first when queued"),
+        WHOLE,
     ] = 0
     # SecretStr keeps the values out of repr() and model_dump(); Payload.from_spec never
     # copies them, so no record, log line or store ever holds one.
     secret_env: Annotated[
-        dict[EnvName, Annotated[SecretStr, AfterValidator(_secret)]] | None,
+        Annotated[dict[EnvName, SecretValue], NAMES] | None,
         Field(
             description="Write-only variables for the process: never stored or returned, "
-            "and replaced by *** in its captured output"
+            "and replaced by *** in its captured output; no name may also be in env"
         ),
     ] = None
 
     @model_validator(mode="after")
     def _secret_names_apart(self) -> PayloadSpec:
         if self.env and self.secret_env and (both := self.env.keys() & self.secret_env.keys()):
-            raise ValueError(f"secret_env: {sorted(both)} are also in env")
+            raise ValueError(f"secret_env and env both name {', '.join(sorted(both))}")
         return self
 
     def secret_values(self) -> list[str]:
@@ -320,12 +448,55 @@ class Payload:
         )
 
 
-def check_transition(record: Payload, wanted: Status) -> None:
-    """Raise unless `record` may move to `wanted`; the error names both states."""
-    from pericles.errors import AlreadyTerminal, InvalidTransition
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListQuery:
+    """Which records a list asks for. The defaults ask for every record, oldest first."""
 
-    current = record.state
-    if wanted in TRANSITIONS[current]:
-        return
-    error = AlreadyTerminal if current in TERMINAL else InvalidTransition
-    raise error(record.id, record.status, wanted.value)
+    #: Keep records in any of these states; empty keeps all. ERROR matches every `error:...`.
+    statuses: frozenset[Status] = frozenset()
+    #: Keep records that carry every one of these (key, value) labels.
+    labels: tuple[tuple[str, str], ...] = ()
+    #: At most this many records; None for no limit.
+    limit: int | None = None
+    #: Start after the record with this id (cursor pagination).
+    after: str | None = None
+    descending: bool = False
+
+    def matches(self, record: Payload) -> bool:
+        if self.statuses and record.state not in self.statuses:
+            return False
+        if self.labels:
+            labels = record.labels or {}
+            return all(labels.get(key) == value for key, value in self.labels)
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    records: list[Payload]
+    #: True when records past this page match too: ask again with `after` the last id.
+    more: bool
+
+
+#: Fields a started payload's record keeps even while null, so that "how did it end" is
+#: read the same way from every started record: `exit_code` null with `signal` set means
+#: a signal ended it, both null means it has not ended yet.
+KEPT_ONCE_STARTED = frozenset({"exit_code", "signal", "pid"})
+
+
+def record_fields(record: Payload) -> dict[str, Any]:
+    """The record as the API shows it: in field order, leaving out what is null.
+
+    A pending record then reads like the seed's plus what is known, instead of listing two
+    dozen nulls; the OpenAPI document marks every field but the seed's four optional.
+    """
+    started = record.started_at is not None
+    fields = {}
+    for name in _FIELD_NAMES:
+        value = getattr(record, name)
+        if value is not None or (started and name in KEPT_ONCE_STARTED):
+            fields[name] = value
+    return fields
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Payload))

@@ -1,7 +1,7 @@
 """Command policy: which commands may run, with which parameters, environment and directory.
 
 Rules come from `--allow PATTERN` (repeatable) and `--policy FILE` (TOML). A rule matches on
-the command's resolved file (`process.exe.resolve`: PATH lookup, `..` and symlinks
+the command's resolved file (as `process.exe.resolve` finds it: PATH lookup, `..` and symlinks
 resolved); its own path is resolved the same way when loaded, so `--allow /bin/echo` holds
 where /bin links to /usr/bin. A pattern may use shell wildcards per path segment
 (`/usr/bin/*`; `*` never spans a `/`). A payload is allowed by the first rule that matches
@@ -33,18 +33,27 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pericles import envhooks
-from pericles.model import PayloadSpec
-from pericles.process.exe import Resolved, canonical, resolve
-from pericles.process.spawn import DEFAULT_PATH, SpawnFailed
+from pericles.model import PayloadSpec, Resolved
 
 _WILDCARDS = re.compile(r"[*?\[]")
 
 
 class PolicyError(ValueError):
     """The policy file or an --allow pattern cannot be used."""
+
+
+class Paths(Protocol):
+    """How the host resolves a rule's paths, as it resolves commands (`process.HOST_PATHS`):
+    given by the composition root, so the policy never touches the file system itself."""
+
+    def canonical(self, path: str) -> str:
+        """`path` made absolute, `..` and symlinks resolved."""
+
+    def which(self, name: str) -> str:
+        """The file a bare `name` is on the default PATH; raises `LookupError` saying why not."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,7 +186,7 @@ def unresolved(spec: PayloadSpec, reason: str) -> Decision:
 # -- loading -----------------------------------------------------------------------------
 
 
-def rule_path(text: str) -> str:
+def rule_path(text: str, paths: Paths) -> str:
     """A rule's path resolved as commands are: bare names on the default PATH, then realpath.
 
     With wildcards, only the directories before the first wildcard segment are resolved.
@@ -187,15 +196,16 @@ def rule_path(text: str) -> str:
     if not _WILDCARDS.search(text):
         if "/" not in text:
             try:
-                return resolve(text, DEFAULT_PATH)
-            except SpawnFailed as exc:
-                raise PolicyError(f"{text!r} is not on {DEFAULT_PATH}: {exc.reason}") from exc
-        return canonical(text)
+                return paths.which(text)
+            except LookupError as exc:
+                raise PolicyError(f"{text!r} is {exc}") from exc
+        return paths.canonical(text)
     if not text.startswith("/"):
         raise PolicyError(f"{text!r}: a pattern with wildcards must be an absolute path")
     parts = text.split("/")
     fixed = next(i for i, part in enumerate(parts) if _WILDCARDS.search(part))
-    return "/".join([canonical("/".join(parts[:fixed]) or "/").rstrip("/"), *parts[fixed:]])
+    fixed_part = paths.canonical("/".join(parts[:fixed]) or "/")
+    return "/".join([fixed_part.rstrip("/"), *parts[fixed:]])
 
 
 def _param_rule(data: Any, where: str) -> ParamRule:
@@ -219,7 +229,7 @@ _KEYS = {"name", "cmd", "sha256", "params", "rest", "max_params", "env", "cwd"}
 _KEYS |= {"max_timeout", "max_memory"}
 
 
-def _rule(data: Any, index: int) -> Rule:
+def _rule(data: Any, index: int, paths: Paths) -> Rule:
     if not isinstance(data, dict):
         raise PolicyError(f"rule {index}: expected a table")
     name = str(data.get("name") or f"rule {index}")
@@ -231,7 +241,7 @@ def _rule(data: Any, index: int) -> Rule:
     sha = data.get("sha256")
     return Rule(
         name=name,
-        pattern=rule_path(data["cmd"]),
+        pattern=rule_path(data["cmd"], paths),
         sha256=str(sha).lower() if sha is not None else None,
         params=(
             tuple(_param_rule(p, f"{name}: params[{i}]") for i, p in enumerate(params))
@@ -242,7 +252,7 @@ def _rule(data: Any, index: int) -> Rule:
         max_params=_int(data.get("max_params"), name),
         env=frozenset(_strings(data["env"], f"{name}: env")) if "env" in data else None,
         cwd=(
-            tuple(canonical(d) for d in _strings(data["cwd"], f"{name}: cwd"))
+            tuple(paths.canonical(d) for d in _strings(data["cwd"], f"{name}: cwd"))
             if "cwd" in data
             else None
         ),
@@ -259,20 +269,22 @@ def _int(value: Any, where: str) -> int | None:
     return value
 
 
-def load(allow: Sequence[str], policy_file: str | os.PathLike[str] | None) -> Policy | None:
+def load(
+    allow: Sequence[str], policy_file: str | os.PathLike[str] | None, paths: Paths
+) -> Policy | None:
     """The policy from `--allow` patterns and a TOML file; None when neither is given."""
-    rules: list[Rule] = [Rule(f"--allow {text}", rule_path(text)) for text in allow]
+    rules: list[Rule] = [Rule(f"--allow {text}", rule_path(text, paths)) for text in allow]
     if policy_file is not None:
         try:
             with open(policy_file, "rb") as f:
                 data = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise PolicyError(f"{policy_file}: {exc}") from exc
-        rules.extend(_rules(data.get("rule", [])))
+        rules.extend(_rules(data.get("rule", []), paths))
     return Policy(tuple(rules)) if allow or policy_file is not None else None
 
 
-def _rules(items: Iterable[Any]) -> list[Rule]:
+def _rules(items: Iterable[Any], paths: Paths) -> list[Rule]:
     if not isinstance(items, list):
         raise PolicyError("`rule` must be an array of tables ([[rule]])")
-    return [_rule(item, i) for i, item in enumerate(items)]
+    return [_rule(item, i, paths) for i, item in enumerate(items)]

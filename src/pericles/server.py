@@ -42,7 +42,7 @@ class Server:
     def __init__(self, settings: Settings, tokens: TokenSet | None = None) -> None:
         self.settings = settings
         self.tokens = settings_tokens(settings) if tokens is None else tokens
-        self.policy = command_policy.load(settings.allow, settings.policy)
+        self.policy = command_policy.load(settings.allow, settings.policy, process.HOST_PATHS)
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.max_output)

@@ -36,19 +36,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PERICLES_",
         extra="forbid",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="handler-serve",
     )
 
     host: Annotated[str, Field(description="Address to listen on")] = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535, description="Port to listen on (0: any free)")] = (
-        8000
-    )
+    port: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=65535,
+            description="Port to listen on (0: any free)",
+            json_schema_extra={"metavar": "PORT"},
+        ),
+    ] = 8000
     store: Annotated[
         str,
         AfterValidator(_store_url),
-        Field(description="Where records live: memory://, or sqlite:////abs/path.db to keep them"),
+        Field(
+            description="Where records live: memory://, or sqlite:////abs/path.db to keep them",
+            json_schema_extra={"metavar": "URL"},
+        ),
     ] = "memory://"
     max_output: Annotated[
         int, Field(ge=0, description="Bytes of output kept per stream (head and tail halves)")
@@ -118,7 +124,10 @@ class Settings(BaseSettings):
     ] = None
     run_as: Annotated[
         str | None,
-        Field(description="USER[:GROUP] payloads run as (supplementary groups cleared)"),
+        Field(
+            description="User (and group) payloads run as; supplementary groups cleared",
+            json_schema_extra={"metavar": "USER[:GROUP]"},
+        ),
     ] = None
 
     # -- exposure: who may call, over what, with how much ------------------------------------

@@ -12,8 +12,20 @@ from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
 from pericles import __version__
-from pericles.api import check, control, events, operations, output, payloads, problems
+from pericles.api import (
+    check,
+    control,
+    events,
+    index,
+    openapi,
+    operations,
+    output,
+    payloads,
+    problems,
+)
 from pericles.api.auth import AUTH_RESPONSES, authorize
+from pericles.api.methods import HeadAsGet
+from pericles.api.query import known_query_parameters
 from pericles.api.render import RenderCache
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
@@ -84,9 +96,12 @@ def create_app(
     app.state.rendered = RenderCache()
     app.state.tokens = tokens
     problems.install(app)
+    openapi.install(app)
     # Without tokens nothing is checked, and the OpenAPI document says so by naming no
     # security scheme. /healthz and /readyz stay open either way, for load balancers.
-    guard: list[DependsParam] = [Depends(authorize)] if tokens else []
+    # Unknown query parameters are refused after the token is checked, never before.
+    known = Depends(known_query_parameters)
+    guard: list[DependsParam] = [Depends(authorize), known] if tokens else [known]
     denied: dict[int | str, dict[str, Any]] = AUTH_RESPONSES if tokens else {}
     # check before payloads: its path must not be taken for a payload id by a later route.
     routers = (check.router, payloads.router, output.router, events.router, control.router)
@@ -94,12 +109,14 @@ def create_app(
         app.include_router(
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
         )
-    app.include_router(operations.router)
+    app.include_router(index.router, dependencies=[known])
+    app.include_router(operations.router, dependencies=[known])
     if settings.mcp:
         # Authenticated by the endpoint itself: MCP needs `read` to connect, `run` per tool.
         app.router.routes.append(route)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
+    app.add_middleware(HeadAsGet, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if settings.cors_origin:
         # Outermost, so preflights are answered before authentication: they carry no token.

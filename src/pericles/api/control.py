@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -13,7 +12,7 @@ from starlette.responses import Response
 
 from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.payloads import _read_body
-from pericles.api.problems import Problem
+from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse
 from pericles.model import ALLOWED_SIGNALS, Payload
 
@@ -22,18 +21,50 @@ router = APIRouter()
 M = TypeVar("M", bound=BaseModel)
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+# What `signal_name` accepts, for the document: a name of ALLOWED_SIGNALS in any case, with
+# or without its SIG prefix (JSON Schema patterns have no case-insensitive flag).
+_SIGNAL_PATTERN = (
+    f"^({_any_case('SIG')})?"
+    f"({'|'.join(_any_case(name.removeprefix('SIG')) for name in sorted(ALLOWED_SIGNALS))})$"
+)
+
+
 class SignalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    signal: Annotated[str, Field(description="SIGHUP, SIGINT, SIGTERM, SIGKILL, SIGUSR1, ...")]
+    signal: Annotated[
+        str,
+        Field(
+            description=f"One of {', '.join(sorted(ALLOWED_SIGNALS))}; any case, SIG optional",
+            json_schema_extra={"pattern": _SIGNAL_PATTERN},
+        ),
+    ]
+
+
+_BASE64: dict[str, Any] = {
+    "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+    "contentEncoding": "base64",
+}
 
 
 class StdinRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     data: Annotated[str | None, Field(description="Text to write, as UTF-8")] = None
-    data_base64: Annotated[str | None, Field(description="Bytes to write, base64")] = None
+    data_base64: Annotated[
+        str | None, Field(description="Bytes to write, base64", json_schema_extra=_BASE64)
+    ] = None
     close: Annotated[bool, Field(description="Close stdin once the data is written")] = False
+
+
+def _body_doc(model: type[BaseModel], required: bool) -> dict[str, Any]:
+    """The OpenAPI request body for a route that reads and checks its body itself."""
+    schema = {"schema": model.model_json_schema()}
+    return {"requestBody": {"required": required, "content": {"application/json": schema}}}
 
 
 def _parse(model: type[M], body: bytes) -> M:
@@ -42,23 +73,9 @@ def _parse(model: type[M], body: bytes) -> M:
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid-json", f"the body is not valid JSON: {exc}") from exc
     except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise Problem(422, "invalid-request", detail) from exc
-
-
-def signal_name(value: str) -> str:
-    """The allow-listed name for `value` ("USR1", "sigusr1", "SIGUSR1"); 422 otherwise."""
-    name = value.upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
-    if name not in ALLOWED_SIGNALS:
-        allowed = ", ".join(sorted(ALLOWED_SIGNALS))
-        raise Problem(
-            422, "invalid-signal", f"signal {value!r} is not allowed; use one of {allowed}"
-        )
-    return name
+        errors = validation_errors(exc)
+        detail = "; ".join(f"{e['loc'] or 'body'}: {e['msg']}" for e in errors)
+        raise Problem(422, "invalid-request", detail, errors=errors) from exc
 
 
 @router.post(
@@ -74,17 +91,19 @@ async def cancel_payload(payload_id: str, service: ServiceDep) -> Response:
     "/payloads/{payload_id}/signal",
     response_model=Payload,
     summary="Send a signal to the payload's process group; SIGSTOP pauses, SIGCONT resumes",
+    openapi_extra=_body_doc(SignalRequest, required=True),
 )
 async def signal_payload(
     payload_id: str, request: Request, service: ServiceDep, settings: SettingsDep
 ) -> Response:
     body = _parse(SignalRequest, await _read_body(request, settings.max_body))
-    return JSONResponse(await service.send_signal(payload_id, signal_name(body.signal)))
+    return JSONResponse(await service.send_signal(payload_id, body.signal))
 
 
 @router.post(
     "/payloads/{payload_id}/stdin",
     summary='Write to the stdin of a payload created with "stdin": "pipe"',
+    openapi_extra=_body_doc(StdinRequest, required=False),
 )
 async def write_stdin(
     payload_id: str, request: Request, service: ServiceDep, settings: SettingsDep
@@ -94,7 +113,7 @@ async def write_stdin(
     if body.data_base64 is not None:
         try:
             data += base64.b64decode(body.data_base64, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or text that is not even ASCII
             raise Problem(422, "invalid-request", f"data_base64: {exc}") from exc
     await service.write_stdin(payload_id, data, body.close)
     return JSONResponse({"written": len(data), "closed": body.close})

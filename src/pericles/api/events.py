@@ -11,10 +11,10 @@ from starlette.responses import Response
 
 from pericles.api.deps import ServiceDep
 from pericles.api.problems import Problem
+from pericles.api.render import compact
 from pericles.api.sse import HEARTBEAT, SSE_HEADERS, EventStream, complete_utf8, event
-from pericles.model import Payload, Status
+from pericles.model import STREAMS, Payload, Piece, Status, next_offset
 from pericles.service import Service
-from pericles.store.output import STREAMS, Piece
 
 router = APIRouter()
 
@@ -24,11 +24,12 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-_PAYLOAD_EVENT_ID = rf"^[0-9]+\.[0-9]+\.({'|'.join(s.value for s in Status)})?$"
+# Empty is allowed, and means "from the start", as a browser's EventSource may send it.
+_PAYLOAD_EVENT_ID = rf"^([0-9]+\.[0-9]+\.({'|'.join(s.value for s in Status)})?)?$"
 
 
 def _record_json(record: Payload) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_UTC_Z)
+    return compact(record)
 
 
 def _parse_payload_event_id(value: str) -> tuple[dict[str, int], Status | None]:
@@ -67,13 +68,13 @@ class _PayloadEvents:
             "offset": self.next[stream],
             "text": data.decode("utf-8", "replace"),
         }
-        self.next[stream] += len(data)
+        self.next[stream] = next_offset(self.next[stream], len(data))
         return event("output", orjson.dumps(body), self.event_id())
 
     def output(self, piece: Piece) -> list[bytes]:
         out = []
         held = self.held[piece.stream]
-        if held and piece.offset != self.next[piece.stream] + len(held):
+        if held and piece.offset != next_offset(self.next[piece.stream], len(held)):
             out.append(self._emit(piece.stream, held))  # bytes before a gap: send as they are
             held = b""
         if not held:
@@ -161,7 +162,10 @@ async def all_events(
     status: Annotated[
         list[str] | None, Query(description="Only these statuses; `error` matches every error")
     ] = None,
-    last_event_id: Annotated[str | None, Header(description="Resume after this event")] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(description="Resume after this event", json_schema_extra={"pattern": "^[0-9]*$"}),
+    ] = None,
 ) -> Response:
     wanted = frozenset(status or ())
     unknown = wanted - {s.value for s in Status}

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response, StreamingResponse
 
 from pericles.api.deps import ServiceDep
+from pericles.model import Piece, next_offset
 from pericles.service import Service
-from pericles.store.output import Piece
 
 router = APIRouter()
 
@@ -47,7 +47,7 @@ async def get_output(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     data, dropped = await service.read_output(payload_id, stream, offset)
-    headers = {"Pericles-Output-Next-Offset": str(offset + dropped + len(data))}
+    headers = {"Pericles-Output-Next-Offset": str(next_offset(offset, len(data), dropped))}
     if dropped:
         headers["Pericles-Output-Dropped"] = str(dropped)
     return Response(data.decode("utf-8", "replace"), media_type=TEXT, headers=headers)

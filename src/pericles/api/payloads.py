@@ -12,10 +12,9 @@ from starlette.responses import Response
 
 from pericles.api.auth import CallerDep
 from pericles.api.deps import ServiceDep, SettingsDep
-from pericles.api.problems import Problem
+from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse, RenderCache
-from pericles.model import Payload, PayloadSpec, Status
-from pericles.store import ListQuery
+from pericles.model import MAX_WAIT, ListQuery, Payload, PayloadSpec, Status
 
 router = APIRouter()
 
@@ -105,11 +104,7 @@ def spec_from(data: object) -> PayloadSpec:
     try:
         spec = PayloadSpec.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"loc": ".".join(str(part) for part in e["loc"]), "msg": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise _invalid(errors) from exc
+        raise _invalid(validation_errors(exc)) from exc
     return spec
 
 
@@ -198,9 +193,6 @@ async def list_payloads(
         params.append(("after", page.records[-1].id))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
     return JSONResponse(page.records, headers=headers)
-
-
-MAX_WAIT = 300.0
 
 
 @router.get("/payloads/{payload_id}", response_model=Payload, summary="One payload")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from pericles import validation
+from pericles.api.methods import allowed_methods
 from pericles.errors import (
     AlreadyTerminal,
+    InvalidSignal,
     InvalidSpec,
     InvalidTransition,
     NotRunning,
@@ -112,6 +116,7 @@ _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (NotRunning, 409, "not-running"),
     (StillActive, 409, "still-active"),
     (StdinUnavailable, 409, "stdin-unavailable"),
+    (InvalidSignal, 422, "invalid-signal"),
     (InvalidSpec, 422, "invalid-spec"),
     (PolicyDenied, 403, "policy-denied"),
     (ServiceUnavailable, 503, "unavailable"),
@@ -149,15 +154,36 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     detail = exc.detail
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no resource at {request.url.path}"
-    elif exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem_response(exc.status_code, detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app.router.routes, request.scope)
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+    return problem_response(exc.status_code, detail, headers=headers)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """A body's validation errors as `{"loc", "msg"}` pairs in the user's words."""
+    return [
+        {"loc": validation.location(e["loc"]), "msg": validation.words(e)}
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def _parameter_error(error: Mapping[str, Any]) -> dict[str, str]:
+    where, *name = error.get("loc", ("request",))
+    text = validation.words(cast(ErrorDetails, error))
+    if error.get("type") != "missing":
+        text += f", got {validation.shown(error.get('input'))}"
+    kind = "header" if where == "header" else f"{where} parameter"
+    return {"loc": f"{kind} {validation.location(tuple(name))}".strip(), "msg": text}
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
-    return problem_response(422, "the request is not valid", "invalid-request", errors=errors)
+    errors = [_parameter_error(e) for e in exc.errors()]
+    detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+    return problem_response(422, detail, "invalid-request", errors=errors)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

@@ -14,7 +14,7 @@ import sys
 from typing import BinaryIO
 
 from pericles.client import Client, OutputChunk
-from pericles.model import Payload
+from pericles.model import STREAMS, Payload, next_offset
 
 
 class Attached:
@@ -22,7 +22,7 @@ class Attached:
 
     def __init__(self, out: BinaryIO, err: BinaryIO) -> None:
         self._targets = {"stdout": out, "stderr": err}
-        self._next = {"stdout": 0, "stderr": 0}
+        self._next = dict.fromkeys(STREAMS, 0)
 
     def write(self, chunk: OutputChunk) -> None:
         data = chunk.text.encode()
@@ -34,7 +34,7 @@ class Attached:
         target = self._targets[chunk.stream]
         target.write(data)
         target.flush()
-        self._next[chunk.stream] = chunk.offset + len(data)
+        self._next[chunk.stream] = next_offset(chunk.offset, len(data))
 
 
 def attach(client: Client, payload_id: str) -> Payload:

@@ -2,7 +2,8 @@
 
 Every command but `serve` talks to the server through `pericles.client.Client` only.
 Errors become one line on stderr, `pericles: <what went wrong>`, and an exit code from
-`pericles.cli.exitcodes`; never a traceback.
+`pericles.cli.exitcodes`; never a traceback. `--server` and `--token` go before or after
+the command name (`pericles --server URL ls`, `pericles ls --server URL`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from pericles import __version__
 from pericles.cli import exitcodes, render
 from pericles.cli.attach import attach
 from pericles.client import (
@@ -24,9 +27,41 @@ from pericles.client import (
     Client,
     ClientError,
     OutputChunk,
+    SpecNotValid,
+    StillActive,
     StreamName,
     Unauthorized,
 )
+from pericles.errors import FieldError
+
+
+class _Argument(typer.core.TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the metavar says it: "ID...", not "ID... <list[str]>"
+
+
+class _Command(typer.core.TyperCommand):
+    """Usage and help with arguments as their metavar names them: `ID...`, not `{ID}...`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:
+            if type(param) is typer.core.TyperArgument:
+                param.__class__ = _Argument
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not isinstance(param, typer.core.TyperArgument):
+                pieces.extend(param.get_usage_pieces(ctx))
+                continue
+            name = param.metavar or (param.name or "").upper()
+            if param.nargs != 1 and not name.endswith("..."):
+                name += "..."
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
 
 app = typer.Typer(
     name="pericles",
@@ -41,6 +76,16 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 IdArg = Annotated[
     str, typer.Argument(metavar="ID", help="A payload id, or any unique prefix of one")
 ]
+IdsArg = Annotated[
+    list[str],
+    typer.Argument(metavar="ID...", help="Ids or unique prefixes", show_default=False),
+]
+_SERVER_HELP = "Server URL [env: PERICLES_URL; default http://127.0.0.1:8000]"
+_TOKEN_HELP = "Bearer token [env: PERICLES_TOKEN]"
+# The same two options on the group and on every command, so that they work either side of
+# the command name; a value given after it wins.
+ServerOpt = Annotated[str | None, typer.Option("--server", "-s", metavar="URL", help=_SERVER_HELP)]
+TokenOpt = Annotated[str | None, typer.Option("--token", metavar="TOKEN", help=_TOKEN_HELP)]
 
 
 class Connection:
@@ -60,31 +105,35 @@ class Connection:
     def token(self) -> str | None:
         return self._token
 
-    def client(self) -> Client:
+    def client(self, server: str | None = None, token: str | None = None) -> Client:
         if self._client is None:
-            self._client = self._ctx.with_resource(Client(self._server, self._token))
+            client = Client(server or self._server, token or self._token)
+            self._client = self._ctx.with_resource(client)
         return self._client
 
 
-def _client(ctx: typer.Context) -> Client:
+def _client(ctx: typer.Context, server: str | None = None, token: str | None = None) -> Client:
     connection = ctx.find_object(Connection)
     if connection is None:
         raise RuntimeError("the pericles callback did not run")
-    return connection.client()
+    return connection.client(server, token)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pericles {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _options(
     ctx: typer.Context,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server", "-s", help="Server URL [env: PERICLES_URL; default http://127.0.0.1:8000]"
-        ),
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option("--token", help="Bearer token [env: PERICLES_TOKEN]")
-    ] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
+    ] = False,
 ) -> None:
     ctx.obj = Connection(ctx, server, token)
 
@@ -127,26 +176,47 @@ Put -- before CMD when CMD or ARGS start with a dash.
 """
 
 
-@app.command(help=RUN_HELP, context_settings={"allow_interspersed_args": False})
+@app.command(cls=_Command, help=RUN_HELP, context_settings={"allow_interspersed_args": False})
 def run(
     ctx: typer.Context,
-    command: Annotated[list[str], typer.Argument(metavar="CMD [ARGS]...", show_default=False)],
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="CMD [ARGS]...",
+            help="The command (a path, or a name on the server's PATH) and its arguments",
+            show_default=False,
+        ),
+    ],
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Stream its output and exit as it does")
     ] = False,
     timeout: Annotated[
         # No bounds here: the payload model's are the server's, checked before sending.
-        float | None, typer.Option(help="Kill it after this many seconds (wall clock)")
+        float | None,
+        typer.Option(metavar="SECONDS", help="Kill it after this many seconds (wall clock)"),
     ] = None,
     env: Annotated[
-        list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for its environment")
+        list[str] | None,
+        typer.Option("--env", "-e", metavar="KEY=VALUE", help="A variable for it, repeatable"),
     ] = None,
-    cwd: Annotated[str | None, typer.Option(help="Its working directory on the server")] = None,
+    cwd: Annotated[
+        str | None, typer.Option(metavar="DIR", help="Its working directory on the server")
+    ] = None,
     stdin: Annotated[
-        str | None, typer.Option(help="A file (or - for this stdin) to feed its stdin")
+        str | None,
+        typer.Option(metavar="FILE", help="A file (or - for this stdin) to feed its stdin"),
     ] = None,
-    label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tag, repeatable")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="A tag, repeatable")
+    ] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
+    for given in command:
+        try:
+            given.encode()
+        except UnicodeEncodeError:
+            raise typer.BadParameter(f"{given!r} is not valid UTF-8", param_hint="CMD") from None
     fields: dict[str, Any] = {}
     if env:
         fields["env"] = _pairs(env, "--env")
@@ -158,7 +228,7 @@ def run(
         fields["timeout"] = timeout
     if cwd is not None:
         fields["cwd"] = cwd
-    client = _client(ctx)
+    client = _client(ctx, server, token)
     record = client.create(command[0], command[1:], **fields)
     if not wait:
         print(record.id)
@@ -166,9 +236,17 @@ def run(
     raise typer.Exit(_attach_or_cancel(client, record.id))
 
 
+def _exit_as(record: Any) -> int:
+    """The exit code for how it ended; a line on stderr unless it exited by itself."""
+    line = exitcodes.ending(record)
+    if line:
+        print(f"pericles: {line}", file=sys.stderr)
+    return exitcodes.for_record(record)
+
+
 def _attach_or_cancel(client: Client, payload_id: str) -> int:
     try:
-        return exitcodes.for_record(attach(client, payload_id))
+        return _exit_as(attach(client, payload_id))
     except KeyboardInterrupt:
         _cancel_quietly(client, payload_id)
         return exitcodes.CANCELLED
@@ -186,19 +264,24 @@ def _cancel_quietly(client: Client, payload_id: str) -> None:
         client.cancel(payload_id)
 
 
-@app.command("ls")
+@app.command("ls", cls=_Command)
 def list_payloads(
     ctx: typer.Context,
     status: Annotated[
-        list[str] | None, typer.Option("--status", help="Only this status; repeatable")
+        list[str] | None,
+        typer.Option("--status", metavar="STATUS", help="Only this status; repeatable"),
     ] = None,
-    limit: Annotated[int, typer.Option(help="Show the newest N", min=1)] = 20,
+    limit: Annotated[int, typer.Option(metavar="N", help="Show the newest N", min=1)] = 20,
     show_all: Annotated[bool, typer.Option("--all", "-a", help="Show every payload")] = False,
     as_json: JsonFlag = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """List payloads, newest first."""
     records = list(
-        _client(ctx).list(status=status or (), order="desc", limit=None if show_all else limit)
+        _client(ctx, server, token).list(
+            status=status or (), order="desc", limit=None if show_all else limit
+        )
     )
     if as_json:
         render.print_json([render.record_json(r) for r in records])
@@ -206,10 +289,16 @@ def list_payloads(
         render.console().print(render.payload_table(records))
 
 
-@app.command()
-def show(ctx: typer.Context, payload_id: IdArg, as_json: JsonFlag = False) -> None:
+@app.command(cls=_Command)
+def show(
+    ctx: typer.Context,
+    payload_id: IdArg,
+    as_json: JsonFlag = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Show one payload's record."""
-    client = _client(ctx)
+    client = _client(ctx, server, token)
     record = client.get(client.resolve(payload_id))
     if as_json:
         render.print_json(render.record_json(record))
@@ -217,7 +306,7 @@ def show(ctx: typer.Context, payload_id: IdArg, as_json: JsonFlag = False) -> No
         render.console().print(render.payload_fields(record))
 
 
-@app.command()
+@app.command(cls=_Command)
 def logs(
     ctx: typer.Context,
     payload_id: IdArg,
@@ -227,15 +316,24 @@ def logs(
     stderr: Annotated[bool, typer.Option("--stderr", help="Only its stderr")] = False,
     stdout: Annotated[bool, typer.Option("--stdout", help="Only its stdout")] = False,
     as_json: JsonFlag = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
-    """Print a payload's output: both streams as the server read them, or one of them."""
+    """Print a payload's output: its stdout to stdout and its stderr to stderr, as `run
+    --wait` does (`2>&1` puts them together), or only one of them to stdout."""
     if stderr and stdout:
         raise typer.BadParameter("give --stdout or --stderr, not both")
-    client = _client(ctx)
+    client = _client(ctx, server, token)
     full_id = client.resolve(payload_id)
     stream: StreamName = "stderr" if stderr else "stdout" if stdout else "both"
     if follow:
         _follow_logs(client, full_id, stream, as_json)
+        return
+    if stream == "both" and not as_json:
+        # Each stream to its own file: the order across the two is the terminal's to make.
+        sys.stdout.write(client.output(full_id, "stdout").text)
+        sys.stdout.flush()
+        sys.stderr.write(client.output(full_id, "stderr").text)
         return
     output = client.output(full_id, stream)
     if as_json:
@@ -260,14 +358,24 @@ def _follow_logs(client: Client, payload_id: str, stream: StreamName, as_json: b
             line = {"stream": item.stream, "offset": item.offset, "text": item.text}
             sys.stdout.write(json.dumps(line) + "\n")
         else:
-            sys.stdout.write(item.text)
+            # Both streams: each to its own file, as `run --wait` writes them.
+            target = sys.stderr if stream == "both" and item.stream == "stderr" else sys.stdout
+            target.write(item.text)
+            target.flush()
+            continue
         sys.stdout.flush()
 
 
-@app.command("wait")
-def wait_payload(ctx: typer.Context, payload_id: IdArg, as_json: JsonFlag = False) -> None:
+@app.command("wait", cls=_Command)
+def wait_payload(
+    ctx: typer.Context,
+    payload_id: IdArg,
+    as_json: JsonFlag = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Wait until a payload ends; exit with its exit code, as `run --wait` does."""
-    client = _client(ctx)
+    client = _client(ctx, server, token)
     full_id = client.resolve(payload_id)
     spinning = sys.stdout.isatty() and not as_json
     status = render.console(stderr=True).status(f"waiting for {full_id[: render.SHORT_ID]}")
@@ -275,14 +383,14 @@ def wait_payload(ctx: typer.Context, payload_id: IdArg, as_json: JsonFlag = Fals
         record = client.wait(full_id)
     if as_json:
         render.print_json(render.record_json(record))
-    raise typer.Exit(exitcodes.for_record(record))
+    raise typer.Exit(_exit_as(record))
 
 
-def _each(ctx: typer.Context, ids: list[str], action: str) -> None:
+def _each(client: Client, ids: list[str], action: str) -> None:
     """Do `action` to each payload; report each failure and go on; exit 1 if any failed."""
-    client = _client(ctx)
     failed = 0
     for given in ids:
+        full_id = given
         try:
             full_id = client.resolve(given)
             if action == "cancel":
@@ -290,6 +398,13 @@ def _each(ctx: typer.Context, ids: list[str], action: str) -> None:
             else:
                 client.delete(full_id, force=action == "force")
                 print(full_id)
+        except StillActive as exc:
+            print(
+                f"pericles: payload {full_id} has not ended: cancel it first, or remove it "
+                "with rm -f/--force",
+                file=sys.stderr,
+            )
+            failed = failed or exitcodes.for_error(exc)
         except ClientError as exc:
             _report(exc)
             failed = failed or exitcodes.for_error(exc)
@@ -297,37 +412,31 @@ def _each(ctx: typer.Context, ids: list[str], action: str) -> None:
         raise typer.Exit(failed)
 
 
-@app.command()
+@app.command(cls=_Command)
 def cancel(
     ctx: typer.Context,
-    payload_ids: Annotated[
-        list[str], typer.Argument(metavar="ID...", help="Ids or unique prefixes")
-    ],
+    payload_ids: IdsArg,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Cancel payloads: a pending one never starts, a running one is stopped."""
-    _each(ctx, payload_ids, "cancel")
+    _each(_client(ctx, server, token), payload_ids, "cancel")
 
 
-@app.command()
+@app.command(cls=_Command)
 def rm(
     ctx: typer.Context,
-    payload_ids: Annotated[
-        list[str], typer.Argument(metavar="ID...", help="Ids or unique prefixes")
-    ],
+    payload_ids: IdsArg,
     force: Annotated[bool, typer.Option("--force", "-f", help="Cancel active ones first")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Forget ended payloads and their output."""
-    _each(ctx, payload_ids, "force" if force else "delete")
+    _each(_client(ctx, server, token), payload_ids, "force" if force else "delete")
 
 
-@app.command("mcp-stdio")
-def mcp_stdio(
-    ctx: typer.Context,
-    server: Annotated[
-        str | None, typer.Option("--server", "-s", help="Server URL (as the global --server)")
-    ] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Bearer token")] = None,
-) -> None:
+@app.command("mcp-stdio", cls=_Command)
+def mcp_stdio(ctx: typer.Context, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Speak MCP on stdin/stdout, relayed to the server's /mcp endpoint (handler-serve --mcp).
 
     For MCP clients that only start local commands. Give a token with --token or
@@ -349,17 +458,63 @@ def _report(error: ClientError) -> None:
     print(f"pericles: {message}", file=sys.stderr)
 
 
+#: What the user typed for each field of a payload spec, for messages about it.
+_SPEC_OPTIONS = {
+    "cmd": "CMD",
+    "params": "ARGS",
+    "env": "--env",
+    "labels": "--label",
+    "timeout": "--timeout",
+    "cwd": "--cwd",
+    "stdin": "--stdin",
+}
+
+
+def _invalid(errors: Sequence[FieldError]) -> list[str]:
+    """A spec refused before it was sent, one line per problem, named as typed."""
+    lines = []
+    for error in errors:
+        field, _, rest = error.loc.partition(".")
+        name = _SPEC_OPTIONS.get(field, field)
+        where = f"{name} {rest}".strip() if name else "the payload"
+        lines.append(f"{where}: {error.msg}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `pericles` console script.
 
     Typer's standalone mode turns usage errors into exit 2 and Ctrl-C into 130; what is
-    left to us are the client's errors and local I/O errors, as one line each.
+    left to us are the client's errors, specs it refuses before sending, and local I/O
+    errors, as one line each. Anything else is a bug, still told in one line.
     """
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, prog_name="pericles")
+        # Not standalone: usage errors come here, to be one line like every other error.
+        code = app(args=args or ["--help"], prog_name="pericles", standalone_mode=False)
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        sys.exit(exitcodes.CANCELLED)
+    except typer.TyperException as exc:
+        formatter = getattr(exc, "format_message", None)
+        message = formatter() if callable(formatter) else str(exc)
+        command = next((a for a in args if a in _COMMANDS), "")
+        hint = f"pericles {command} --help".replace("  ", " ")
+        print(f"pericles: {message} (see {hint})", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", exitcodes.USAGE))
+    except SpecNotValid as exc:
+        for line in _invalid(exc.errors):
+            print(f"pericles: {line}", file=sys.stderr)
+        sys.exit(exitcodes.for_error(exc))
     except ClientError as exc:
         _report(exc)
         sys.exit(exitcodes.for_error(exc))
     except OSError as exc:  # --stdin FILE unreadable, and the like
         print(f"pericles: {exc}", file=sys.stderr)
         sys.exit(exitcodes.ERROR)
+    except Exception as exc:  # a bug: one line, not a traceback, and a way to report it
+        print(f"pericles: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(exitcodes.ERROR)
+    sys.exit(code if isinstance(code, int) else exitcodes.OK)
+
+
+_COMMANDS = frozenset({"serve", "run", "ls", "show", "logs", "wait", "cancel", "rm"})

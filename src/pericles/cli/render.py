@@ -18,19 +18,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pericles.model import Payload, Status
+from pericles.model import OUTCOMES, Payload, Status, record_fields
 
 SHORT_ID = 8
 _RECORD = TypeAdapter(Payload)
-_COLOURS = {
-    Status.PENDING: "yellow",
-    Status.WORKING: "cyan",
-    Status.PAUSED: "magenta",
-    Status.FINISHED: "green",
-    Status.ERROR: "red",
-    Status.CANCELLED: "bright_black",
-    Status.TIMEOUT: "red",
-}
 
 
 def console(stderr: bool = False) -> Console:
@@ -40,12 +31,15 @@ def console(stderr: bool = False) -> Console:
 
 
 def record_json(record: Payload) -> Any:
-    """The record as JSON-ready data: the server's field names, times as RFC 3339 strings."""
-    return _RECORD.dump_python(record, mode="json")
+    """The record as the server shows it: its field names, null fields left out, times as
+    RFC 3339 strings."""
+    data = _RECORD.dump_python(record, mode="json")
+    return {name: data[name] for name in record_fields(record)}
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+    """Indented by four, as the server indents its answers."""
+    sys.stdout.write(json.dumps(value, indent=4) + "\n")
 
 
 def command_line(record: Payload) -> str:
@@ -86,18 +80,20 @@ def _outcome(record: Payload) -> str:
     return record.signal or "-"
 
 
-def status_text(record: Payload) -> Text:
-    colour = _COLOURS.get(record.state, "")
+def status_text(record: Payload, short: bool = False) -> Text:
+    """The status, coloured; `short` cuts `error:start('cmd':reason` to `error:start`."""
+    colour = OUTCOMES[record.state].colour
     if record.state is Status.FINISHED and record.exit_code != 0:
         colour = "red"
-    return Text(record.status, style=colour)
+    text = record.status.partition("(")[0] if short else record.status
+    return Text(text, style=colour)
 
 
 def payload_table(records: Iterable[Payload], now: datetime | None = None) -> Table:
     now = now or datetime.now(UTC)
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("ID", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True, max_width=40, overflow="ellipsis")
+    table.add_column("STATUS", no_wrap=True)
     table.add_column("COMMAND", overflow="ellipsis", no_wrap=True, ratio=1)
     table.add_column("AGE", justify="right", no_wrap=True)
     table.add_column("DURATION", justify="right", no_wrap=True)
@@ -105,7 +101,7 @@ def payload_table(records: Iterable[Payload], now: datetime | None = None) -> Ta
     for record in records:
         table.add_row(
             record.id[:SHORT_ID],
-            status_text(record),
+            status_text(record, short=True),
             command_line(record),
             _age(record, now),
             _duration(record, now),
@@ -114,17 +110,17 @@ def payload_table(records: Iterable[Payload], now: datetime | None = None) -> Ta
     return table
 
 
-def payload_fields(record: Payload) -> Table:
-    """One payload as `field  value` lines, leaving out what is unset."""
-    table = Table(box=None, pad_edge=False, show_header=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    table.add_row("id", record.id)
-    table.add_row("status", status_text(record))
-    table.add_row("command", command_line(record))
+def payload_fields(record: Payload) -> Text:
+    """One payload as `field  value` lines, leaving out what is unset; no trailing spaces."""
+    rows: list[tuple[str, str | Text]] = [
+        ("id", record.id),
+        ("status", status_text(record)),
+        ("command", command_line(record)),
+    ]
     for name, value in record_json(record).items():
         if name in {"id", "status", "cmd", "params"} or value in (None, {}, []):
             continue
-        shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
-        table.add_row(name, shown)
-    return table
+        rows.append((name, json.dumps(value) if isinstance(value, dict | list) else str(value)))
+    width = max(len(name) for name, _ in rows)
+    lines = [Text.assemble((name.ljust(width), "bold"), "  ", value) for name, value in rows]
+    return Text("\n").join(lines)

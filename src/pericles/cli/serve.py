@@ -8,18 +8,19 @@ clear line, not a traceback from the app's lifespan.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import logging.config
 import signal
+import socket
 import sys
 
 import uvicorn
-from pydantic import ValidationError
-from pydantic_settings import CliApp
 
 from pericles.api.app import create_app
 from pericles.api.protocol import bounded_head_protocol
+from pericles.cli import flags
 from pericles.errors import StoreUnavailable
 from pericles.logs import log_config
 from pericles.policy import PolicyError
@@ -65,7 +66,22 @@ def check_exposure(settings: Settings, tokens: TokenSet) -> str | None:
     )
 
 
-def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn on a socket bound beforehand, still saying where it runs once it does.
+
+    uvicorn logs "Uvicorn running on ..." only for sockets it binds itself; people and
+    tests read the port (for --port 0) from that line.
+    """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:
+            self._log_started_message(sockets)
+
+
+def serve(
+    settings: Settings, tokens: TokenSet, sock: socket.socket, warning: str | None = None
+) -> None:
     config_dict = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config_dict)
     if warning:
@@ -73,8 +89,10 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
     try:
         server = Server(settings, tokens)
     except (PolicyError, UnknownIdentity) as exc:
+        sock.close()
         raise _fail(str(exc)) from None
     except StoreUnavailable as exc:
+        sock.close()
         raise _store_failed(settings, exc) from None
     # Looked up in this module when called: bench/hello_serve.py swaps it for its own app.
     app = create_app(server.service, settings, server.tokens, server.metrics)
@@ -101,37 +119,68 @@ def serve(settings: Settings, tokens: TokenSet, warning: str | None = None) -> N
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(_run(server, uvicorn.Server(config)))
+            runner.run(_run(server, _Server(config), sock))
     except StoreUnavailable as exc:
         raise _store_failed(settings, exc) from None
 
 
-async def _run(server: Server, uvicorn_server: uvicorn.Server) -> None:
+async def _run(server: Server, uvicorn_server: uvicorn.Server, sock: socket.socket) -> None:
     await server.open()
     try:
-        await uvicorn_server.serve()
+        await uvicorn_server.serve(sockets=[sock])
     finally:
         await server.close()
 
 
 def _store_failed(settings: Settings, exc: StoreUnavailable) -> SystemExit:
-    print(f"handler-serve: cannot use the store {settings.store}: {exc}", file=sys.stderr)
-    return SystemExit(1)
+    return _fail(f"cannot use the store {settings.store}: {exc}", EXIT_STORE)
 
 
-def _fail(message: str) -> SystemExit:
+#: handler-serve's exit status, also in `--help` and the README.
+EXIT_STORE = 1
+EXIT_USAGE = 2
+EXIT_LISTEN = 3
+
+
+def _fail(message: str, status: int = EXIT_USAGE) -> SystemExit:
     print(f"handler-serve: {message}", file=sys.stderr)
-    return SystemExit(2)
+    return SystemExit(status)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a refusal is one clear line, not a log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}: {exc.strerror or exc}", EXIT_LISTEN) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise _fail(
+                f"port {port} is in use (another handler-serve? try --port 0 for any free "
+                "port, or make serve PORT=...)",
+                EXIT_LISTEN,
+            ) from None
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN) from None
+    return sock
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        settings = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
-    except ValidationError as exc:
-        raise _fail(f"invalid settings:\n{exc}") from None
+        settings = flags.settings(sys.argv[1:] if argv is None else argv)
+    except flags.UsageError as exc:
+        for line in exc.lines:
+            print(f"handler-serve: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     try:
         tokens = settings_tokens(settings)
         warning = check_exposure(settings, tokens)
     except (TokenConfigError, RefusedExposure) as exc:
         raise _fail(str(exc)) from None
-    serve(settings, tokens, warning)
+    serve(settings, tokens, listen(settings.host, settings.port), warning)

@@ -21,7 +21,7 @@ from typing import Any, Generic, Literal, TypeVar
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from pericles import __version__
+from pericles import __version__, validation
 from pericles.client.errors import (
     AmbiguousId,
     NotFound,
@@ -31,7 +31,7 @@ from pericles.client.errors import (
     problem_error,
 )
 from pericles.errors import FieldError
-from pericles.model import Payload, PayloadSpec
+from pericles.model import MAX_WAIT, Payload, PayloadSpec
 
 T = TypeVar("T")
 
@@ -39,8 +39,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 #: The server sends a heartbeat every 15 s on an SSE stream: a minute of silence means trouble.
 STREAM_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-#: The longest `?wait=` the server accepts in one request (api/payloads.py MAX_WAIT).
-MAX_WAIT = 300.0
 #: A followed stream that breaks this many times in a row without news gives up.
 MAX_RECONNECTS = 3
 
@@ -172,7 +170,7 @@ def spec_of(
         return PayloadSpec.model_validate({"cmd": spec, "params": list(params), **fields})
     except ValidationError as exc:
         found = [
-            FieldError(".".join(str(part) for part in e["loc"]), e["msg"])
+            FieldError(validation.location(e["loc"]), validation.words(e))
             for e in exc.errors(include_url=False)
         ]
         raise SpecNotValid(errors=found) from None

@@ -17,8 +17,8 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 
-from pericles.api.payloads import MAX_WAIT
 from pericles.client._core import request_headers, resolve_url
+from pericles.model import MAX_WAIT
 
 #: Seconds a tool call may take to answer: `run` and `wait` wait up to MAX_WAIT seconds.
 _READ_TIMEOUT = MAX_WAIT + 30

@@ -28,14 +28,13 @@ from starlette.requests import Request
 
 from pericles import __version__
 from pericles.api.auth import request_token
-from pericles.api.payloads import MAX_WAIT, spec_from
+from pericles.api.payloads import spec_from
 from pericles.api.problems import Problem
 from pericles.errors import PericlesError
 from pericles.mcp.excerpt import head_and_tail, marker
-from pericles.model import Payload, Status
+from pericles.model import MAX_WAIT, ListQuery, Payload, Status
 from pericles.service import Service
 from pericles.settings import Settings
-from pericles.store import ListQuery
 from pericles.tokens import Scope, Token
 
 #: The label every payload an agent starts carries, so people can find (and filter) them.

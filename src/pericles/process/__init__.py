@@ -4,7 +4,7 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
 from pericles.process.child import Child, Exit, OutputSink
-from pericles.process.exe import DigestCache, Resolved, canonical, identify
+from pericles.process.exe import HOST_PATHS, DigestCache, canonical, identify
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
 from pericles.process.orphans import boot_id, kill_group
@@ -21,12 +21,12 @@ from pericles.process.stdin import StdinClosed, StdinFull, StdinWriter
 
 __all__ = [
     "DEFAULT_PATH",
+    "HOST_PATHS",
     "RLIMITS",
     "Child",
     "DigestCache",
     "Exit",
     "OutputSink",
-    "Resolved",
     "RunAs",
     "SpawnFailed",
     "StdinClosed",

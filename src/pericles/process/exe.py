@@ -23,27 +23,15 @@ write, and the window is closed by permissions instead.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import errno
 import hashlib
 import os
-import stat
 from collections import OrderedDict
 
-from pericles.process.spawn import DEFAULT_PATH, SpawnFailed, resolve_executable
+from pericles.model import Resolved
+from pericles.process.spawn import DEFAULT_PATH, SpawnFailed, exec_errno, resolve_executable
 
 _HASH_CHUNK = 1024 * 1024
 _CACHE_SIZE = 4096
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Resolved:
-    """A command as it will run: the absolute executable and its digest, and the real cwd."""
-
-    exe: str
-    #: Hex SHA-256 of the executable; None when the server cannot read it (exec-only file).
-    sha256: str | None
-    cwd: str | None = None
 
 
 def canonical(path: str, cwd: str | None = None) -> str:
@@ -58,12 +46,8 @@ def resolve(cmd: str, search_path: str | None, cwd: str | None = None) -> str:
     """
     found = resolve_executable(cmd, search_path or DEFAULT_PATH)
     real = canonical(found, cwd)
-    try:
-        mode = os.stat(real).st_mode
-    except OSError as exc:
-        raise SpawnFailed(exc.errno or errno.ENOENT) from exc
-    if stat.S_ISDIR(mode) or not os.access(real, os.X_OK):
-        raise SpawnFailed(errno.EACCES)
+    if err := exec_errno(real):
+        raise SpawnFailed(err)
     return real
 
 
@@ -112,6 +96,23 @@ class DigestCache:
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
         return found[1]
+
+
+class HostPaths:
+    """Paths as this host resolves them, for the command policy's rules (`policy.Paths`)."""
+
+    def canonical(self, path: str) -> str:
+        return canonical(path)
+
+    def which(self, name: str) -> str:
+        """The file the bare `name` is on the default PATH; `LookupError` saying why not."""
+        try:
+            return resolve(name, DEFAULT_PATH)
+        except SpawnFailed as exc:
+            raise LookupError(f"not on {DEFAULT_PATH}: {exc.reason}") from exc
+
+
+HOST_PATHS = HostPaths()
 
 
 async def identify(

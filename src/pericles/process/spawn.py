@@ -33,7 +33,7 @@ class SpawnFailed(Exception):
         super().__init__(self.reason)
 
 
-def _executable(path: str) -> int:
+def exec_errno(path: str) -> int:
     """0 when `path` can be executed, else the errno exec would fail with."""
     try:
         mode = os.stat(path).st_mode
@@ -55,7 +55,7 @@ def resolve_executable(cmd: str, path: str) -> str:
     first_error = errno.ENOENT
     for directory in path.split(":"):
         candidate = os.path.join(directory or ".", cmd)
-        err = _executable(candidate)
+        err = exec_errno(candidate)
         if err == 0:
             return candidate
         if err == errno.EACCES:

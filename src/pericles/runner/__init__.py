@@ -1,5 +1,5 @@
 """Where processes run: `local` (this host, through `pericles.process`)."""
 
-from pericles.runner.base import Execution, Exited, Output, Resolved, Runner, StartFailed
+from pericles.runner.base import Execution, Exited, Output, Runner, StartFailed
 
-__all__ = ["Execution", "Exited", "Output", "Resolved", "Runner", "StartFailed"]
+__all__ = ["Execution", "Exited", "Output", "Runner", "StartFailed"]

@@ -7,8 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from pericles.errors import FieldError
-from pericles.model import PayloadSpec
-from pericles.process.exe import Resolved as Resolved
+from pericles.model import PayloadSpec, Resolved
 
 
 class StartFailed(Exception):

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Mapping
 
 from pericles import process
 from pericles.errors import FieldError, ServiceUnavailable, StdinUnavailable
-from pericles.model import STDIN_PIPE, PayloadSpec
-from pericles.runner.base import Event, Execution, Exited, Output, Resolved, Runner, StartFailed
+from pericles.model import STDIN_PIPE, PayloadSpec, Resolved
+from pericles.runner.base import Event, Execution, Exited, Output, Runner, StartFailed
 
 log = logging.getLogger("pericles.runner")
 

@@ -22,9 +22,9 @@ import dataclasses
 from typing import Literal
 
 from pericles.errors import FieldError, InvalidSpec, PericlesError, PolicyDenied
-from pericles.model import STDIN_PIPE, Limits, PayloadSpec
+from pericles.model import STDIN_PIPE, Limits, PayloadSpec, Resolved
 from pericles.policy import NO_POLICY, Decision, Policy, unresolved
-from pericles.runner import Resolved, Runner, StartFailed
+from pericles.runner import Runner, StartFailed
 from pericles.settings import Settings
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 from pericles.errors import (
     AlreadyTerminal,
-    InvalidSpec,
+    InvalidSignal,
     NotRunning,
     PayloadNotFound,
     ServiceUnavailable,
@@ -31,23 +31,25 @@ from pericles.lifecycle.retention import Retention
 from pericles.metrics import Metrics
 from pericles.model import (
     ALLOWED_SIGNALS,
+    ListQuery,
+    Page,
     Payload,
     PayloadSpec,
+    Piece,
     Status,
-    check_transition,
     new_id,
+    signal_name,
     utcnow,
 )
 from pericles.policy import Decision, Policy
 from pericles.runner import Runner
 from pericles.service.admission import Admission
 from pericles.service.following import follow, wait_for_end
-from pericles.service.records import Records
+from pericles.service.records import Records, check_transition
 from pericles.service.recovery import Waiting, recover
 from pericles.service.run import Run
 from pericles.settings import Settings
-from pericles.store import ListQuery, Page, Store
-from pericles.store.output import Piece
+from pericles.store import Store
 
 log = logging.getLogger("pericles.service")
 
@@ -294,13 +296,16 @@ class Service:
             raise NotRunning(payload_id, record.status, action)
         return run
 
-    async def send_signal(self, payload_id: str, name: str) -> Payload:
-        """Send an allowed signal to the payload's process group.
+    async def send_signal(self, payload_id: str, asked: str) -> Payload:
+        """Send an allowed signal ("SIGUSR1", "usr1") to the payload's process group.
 
         SIGSTOP makes a working payload `paused`, SIGCONT makes a paused one `working`.
+        Raises `InvalidSignal` for a signal not in `model.ALLOWED_SIGNALS`.
         """
-        if name not in ALLOWED_SIGNALS:
-            raise InvalidSpec(f"signal {name!r} is not one of {sorted(ALLOWED_SIGNALS)}")
+        name = signal_name(asked)
+        if name is None:
+            allowed = ", ".join(sorted(ALLOWED_SIGNALS))
+            raise InvalidSignal(f"signal {asked!r} is not allowed; use one of {allowed}")
         run = await self._running(payload_id, f"be sent {name}")
         return await run.signal(name)
 

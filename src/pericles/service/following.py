@@ -10,9 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pericles.changes import Changes
-from pericles.model import Payload, Status
+from pericles.model import Payload, Piece, Status
 from pericles.store import Store
-from pericles.store.output import Piece
 
 #: The record as the service shows it (queue place, live output counts).
 GetRecord = Callable[[str], Awaitable[Payload]]
@@ -51,7 +50,7 @@ async def follow(
             yield record
         pieces = await store.output_pieces(payload_id, positions)
         for piece in pieces:
-            positions[piece.stream] = piece.offset + len(piece.data)
+            positions[piece.stream] = piece.end
             yield piece
         if record.terminal:
             if record.state != seen:

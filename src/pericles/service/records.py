@@ -16,14 +16,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from pericles.changes import Changes
-from pericles.errors import PayloadNotFound
+from pericles.errors import AlreadyTerminal, InvalidTransition, PayloadNotFound
 from pericles.feed import StatusFeed
 from pericles.lifecycle.retention import Retention
 from pericles.metrics import Metrics
-from pericles.model import Payload, Status, check_transition
+from pericles.model import TERMINAL, TRANSITIONS, Payload, Status
 from pericles.store import Store
 
 log = logging.getLogger("pericles.service")
+
+
+def check_transition(record: Payload, wanted: Status) -> None:
+    """Raise unless `record` may move to `wanted` (`model.TRANSITIONS`); names both states."""
+    current = record.state
+    if wanted in TRANSITIONS[current]:
+        return
+    error = AlreadyTerminal if current in TERMINAL else InvalidTransition
+    raise error(record.id, record.status, wanted.value)
 
 
 def _log_transition(record: Payload) -> None:

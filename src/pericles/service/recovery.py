@@ -17,11 +17,10 @@ from pydantic import ValidationError
 
 from pericles.errors import InvalidSpec, PolicyDenied
 from pericles.lifecycle.queue import PendingQueue
-from pericles.model import Payload, PayloadSpec, Status, start_error, utcnow
+from pericles.model import STREAMS, Payload, PayloadSpec, Status, start_error, utcnow
 from pericles.runner import Runner
 from pericles.service.admission import Admission, Admitted
 from pericles.service.records import Records
-from pericles.store.output import STREAMS
 
 log = logging.getLogger("pericles.service")
 

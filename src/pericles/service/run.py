@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pericles.errors import StdinUnavailable
-from pericles.model import STDIN_PIPE, Payload, Status, start_error, utcnow
+from pericles.model import STDIN_PIPE, Payload, Resolved, Status, start_error, utcnow
 from pericles.redact import Redactor
-from pericles.runner import Execution, Exited, Output, Resolved, Runner, StartFailed
+from pericles.runner import Execution, Exited, Output, Runner, StartFailed
 from pericles.service.admission import Admitted
 from pericles.service.records import Records
 

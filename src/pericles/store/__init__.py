@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pericles.errors import StoreUnavailable
-from pericles.store.base import ListQuery, Page, Store
+from pericles.store.base import Store
 
 
 def open_store(url: str, max_output: int) -> Store:
@@ -21,4 +21,4 @@ def open_store(url: str, max_output: int) -> Store:
     raise StoreUnavailable(f"unsupported store URL {url!r}: expected memory:// or sqlite:///PATH")
 
 
-__all__ = ["ListQuery", "Page", "Store", "open_store"]
+__all__ = ["Store", "open_store"]

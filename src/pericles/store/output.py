@@ -11,9 +11,8 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
-STREAMS = ("stdout", "stderr")
+from pericles.model import STREAMS, Piece
 
 # A chunk is appended to the one before when no other stream wrote in between, so most
 # output makes few chunks. These bound the count when the two streams alternate in tiny
@@ -34,16 +33,6 @@ class Chunk:
     @property
     def end(self) -> int:
         return self.offset + len(self.data)
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """Bytes of one stream, at `offset` in that stream and `coff` in the combined output."""
-
-    stream: str
-    offset: int
-    coff: int
-    data: bytes
 
 
 class StreamLog:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pericles.store.output import STREAMS, Chunk, OutputLog
+from pericles.model import STREAMS
+from pericles.store.output import Chunk, OutputLog
 
 #: (stream, part, offset, coff, data): part 0 is the stream's head, 1 its tail.
 ChunkRow = tuple[str, int, int, int, bytes]

@@ -1,8 +1,9 @@
 """The sqlite store: records and ended payloads' output kept in one file, across restarts.
 
-Reads never touch the disk for records: like the memory store (whose index this class
-inherits) every record is held in memory, loaded once at `open()`; only the output of ended
-payloads is read back from the file, on demand. Writes go behind, to one database thread:
+The rules (the record index in memory, output logs, when output is saved) are the base
+`Store`'s; this backend only persists what it is handed, and loads it back: every record
+once at `open()`, an ended payload's output on demand. Writes go behind, to one database
+thread:
 
 - `add` returns once the record is committed, so a `201` is only ever answered for a record
   that a crash of the server cannot take away;
@@ -10,9 +11,8 @@ payloads is read back from the file, on demand. Writes go behind, to one databas
   Whatever arrives while a batch commits makes up the next one (group commit), and several
   changes to one record in a batch are written once. A crash loses at most the last batch:
   changes to payloads that were running, which the next start records as `lost` anyway;
-- output is kept in memory (`OutputLog`) while a payload runs, saved every
-  `_CHECKPOINT_SECONDS` while it writes, and for good with its terminal record; then the
-  memory is freed and reads come from the file.
+- output is saved at the base store's checkpoints while a payload runs, and for good with
+  its terminal record; once that is committed its memory is released.
 
 The event loop never waits on SQLite: all database work runs on the one thread of
 `self._executor`, which also owns the connection (sqlite3 connections are not shared).
@@ -21,7 +21,6 @@ The event loop never waits on SQLite: all database work runs on the one thread o
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -35,7 +34,7 @@ from pydantic import TypeAdapter
 
 from pericles.errors import StoreUnavailable
 from pericles.model import Payload
-from pericles.store.memory import MemoryStore
+from pericles.store.base import Store
 from pericles.store.output import OutputLog
 from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, total_rows
 from pericles.store.sqlite_schema import SqliteUrl, connect
@@ -46,14 +45,10 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _RECORDS = TypeAdapter(Payload)
-#: Restored output logs of ended payloads kept in memory for readers that come back.
-_RESTORED_CACHE = 32
 #: Free pages (4 KiB each) past which deleting records gives space back to the file system.
 _VACUUM_PAGES = 256
 #: Seconds before a batch that failed is tried again.
 _RETRY_DELAY = 1.0
-#: Seconds between saves of running payloads' output: what a crash may lose of it.
-_CHECKPOINT_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,34 +85,27 @@ class _Batch:
         return bool(self.adds or self.puts or self.outputs or self.deletes or self.meta)
 
 
-class SqliteStore(MemoryStore):
+class SqliteStore(Store):
+    persists_output = True
+
     def __init__(self, url: str, max_output: int) -> None:
         super().__init__(max_output)
         self._url = SqliteUrl.parse(url)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._meta: dict[str, str] = {}
         self._next = _Batch()
         self._writing: asyncio.Future[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._failure: str | None = None
-        self._restored: collections.OrderedDict[str, OutputLog] = collections.OrderedDict()
-        #: Running payloads that wrote output since the last checkpoint.
-        self._unsaved: set[str] = set()
-        self._checkpoint_timer: asyncio.TimerHandle | None = None
-        #: Records not ended when the file was opened: their output may only be on disk.
-        self._left_running: set[str] = set()
         #: (st_dev, st_ino) of the file opened, to notice it being removed or replaced.
         self._identity: tuple[int, int] | None = None
 
     # -- opening and closing ------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def _load(self) -> tuple[list[Payload], dict[str, str]]:
         records, meta = await self._on_thread(self._open)
-        self._records = {record.id: record for record in records}
-        self._left_running = {r.id for r in records if not r.terminal}
-        self._meta = meta
         log.info("store: %d records in %s", len(records), self._url.path)
+        return records, meta
 
     def _open(self) -> tuple[list[Payload], dict[str, str]]:
         self._conn = connect(self._url)
@@ -139,12 +127,11 @@ class SqliteStore(MemoryStore):
             return None
         return st.st_dev, st.st_ino
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Commit what is waiting, then close the file."""
-        for timer in (self._retry, self._checkpoint_timer):
-            if timer is not None:
-                timer.cancel()
-        self._retry = self._checkpoint_timer = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         while self._writing is not None or self._next:
             if self._writing is None:
                 self._flush()
@@ -156,15 +143,15 @@ class SqliteStore(MemoryStore):
         if self._retry is not None:  # armed by a failed last write: nothing runs after close
             self._retry.cancel()
             self._retry = None
-        await self._on_thread(self._close)
+        await self._on_thread(self._close_file)
         self._executor.shutdown()
 
-    def _close(self) -> None:
+    def _close_file(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    async def ping(self) -> None:
+    async def _ping(self) -> None:
         if self._conn is None:
             raise StoreUnavailable(f"{self._url.path} is not open")
         if self._failure is not None:
@@ -183,97 +170,40 @@ class SqliteStore(MemoryStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self._url.path}: {exc}") from exc
 
-    # -- records ------------------------------------------------------------------------
+    # -- what the base store hands over -------------------------------------------------
 
-    async def add(self, record: Payload) -> None:
-        await super().add(record)
+    async def _persist_new(self, record: Payload) -> None:
         self._next.adds[record.id] = record
-        try:
-            await self._commit()
-        except StoreUnavailable:
-            # Not on disk: forget it here too. (A cancelled wait leaves it: it is written.)
-            self._records.pop(record.id, None)
-            raise
+        await self._commit()
 
-    async def put(self, record: Payload) -> None:
-        await super().put(record)
+    def _persist(self, record: Payload, final_output: OutputLog | None) -> None:
         if record.id in self._next.adds:  # not written yet: write the latest once
             self._next.adds[record.id] = record
         else:
             self._next.puts[record.id] = record
-        # An ended payload's output never changes again: keep it with the record.
-        if record.terminal:
-            self._left_running.discard(record.id)
-        output = self._output.get(record.id)
-        if record.terminal and output is not None:
-            self._unsaved.discard(record.id)
-            self._next.outputs[record.id] = _Snapshot.of(output, ended=True)
+        if final_output is not None:
+            self._next.outputs[record.id] = _Snapshot.of(final_output, ended=True)
         self._flush()
 
-    async def delete(self, payload_id: str) -> None:
-        await super().delete(payload_id)
-        self._restored.pop(payload_id, None)
+    def _persist_running_output(self, logs: dict[str, OutputLog]) -> None:
+        for payload_id, output in logs.items():
+            self._next.outputs[payload_id] = _Snapshot.of(output, ended=False)
+        self._flush()
+
+    def _persist_delete(self, payload_id: str) -> None:
         self._next.adds.pop(payload_id, None)
         self._next.puts.pop(payload_id, None)
         self._next.outputs.pop(payload_id, None)
-        self._unsaved.discard(payload_id)
         self._next.deletes.add(payload_id)
         self._flush()
 
-    async def get_meta(self, key: str) -> str | None:
-        return self._meta.get(key)
-
-    async def set_meta(self, key: str, value: str) -> None:
-        self._meta[key] = value
+    async def _persist_meta(self, key: str, value: str) -> None:
         self._next.meta[key] = value
         await self._commit()
 
-    # -- output -------------------------------------------------------------------------
-
-    async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
-        written = await super().append_output(payload_id, stream, data)
-        # Saved now and then while it runs, so a payload lost in a crash keeps most of it.
-        self._unsaved.add(payload_id)
-        if self._checkpoint_timer is None:
-            self._checkpoint_timer = asyncio.get_running_loop().call_later(
-                _CHECKPOINT_SECONDS, self._checkpoint
-            )
-        return written
-
-    def _checkpoint(self) -> None:
-        self._checkpoint_timer = None
-        for payload_id in self._unsaved:
-            output = self._output.get(payload_id)
-            record = self._records.get(payload_id)
-            if output is not None and record is not None and not record.terminal:
-                self._next.outputs[payload_id] = _Snapshot.of(output, ended=False)
-        self._unsaved.clear()
-        self._flush()
-
-    async def _log(self, payload_id: str) -> OutputLog | None:
-        live = await super()._log(payload_id)
-        if live is not None:
-            return live
-        record = self._records[payload_id]
-        if not record.terminal and payload_id not in self._left_running:
-            return None  # running here, and silent so far: it has no log yet
-        # An ended record's counts are final: none means no rows to read. One an earlier
-        # server left running has counts from its last transition only: read its rows.
-        if record.terminal and not record.stdout_bytes and not record.stderr_bytes:
-            return None
-        cached = self._restored.get(payload_id)
-        if cached is not None:
-            self._restored.move_to_end(payload_id)
-            return cached
-        # Only ended payloads' logs leave memory, and only once committed: the rows are there.
+    async def _load_output(self, payload_id: str) -> OutputLog | None:
         chunks, totals = await self._on_thread(self._read_output, payload_id)
-        if payload_id not in self._records:  # deleted while we read
-            return None
-        restored = restore(self._max_output, chunks, totals)
-        self._restored[payload_id] = restored
-        if len(self._restored) > _RESTORED_CACHE:
-            self._restored.popitem(last=False)
-        return restored
+        return restore(self._max_output, chunks, totals)
 
     def _read_output(self, payload_id: str) -> tuple[list[ChunkRow], list[TotalRow]]:
         conn = self._connection()
@@ -317,8 +247,8 @@ class SqliteStore(MemoryStore):
                 # Now on disk: an ended payload's log leaves memory (unless deleted since).
                 if snapshot.ended is None:
                     log.debug("store: saved the output of payload %s so far", payload_id)
-                elif self._output.get(payload_id) is snapshot.ended:
-                    del self._output[payload_id]
+                else:
+                    self._release_output(payload_id, snapshot.ended)
             if batch.committed is not None and not batch.committed.done():
                 batch.committed.set_result(None)
             self._flush()

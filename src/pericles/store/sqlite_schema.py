@@ -84,7 +84,7 @@ def connect(url: SqliteUrl) -> sqlite3.Connection:
     """
     directory = os.path.dirname(os.path.abspath(url.path))
     if not os.path.isdir(directory):
-        raise StoreUnavailable(f"{url.path}: directory {directory} does not exist")
+        raise StoreUnavailable(f"{url.path}: directory {directory} does not exist{_slashes(url)}")
     try:
         # Autocommit: transactions are begun and committed explicitly, one per batch.
         conn = sqlite3.connect(url.path, isolation_level=None)
@@ -95,11 +95,27 @@ def connect(url: SqliteUrl) -> sqlite3.Connection:
         _migrate(conn)
     except sqlite3.Error as exc:
         conn.close()
+        if exc.sqlite_errorname.startswith("SQLITE_BUSY"):
+            # The exclusive lock below: the file is another server's while it runs.
+            raise StoreUnavailable(
+                f"another server is using {os.path.abspath(url.path)}; stop it, or give "
+                "this one another file"
+            ) from exc
         raise StoreUnavailable(f"{url.path}: {exc}") from exc
     except StoreUnavailable:
         conn.close()
         raise
     return conn
+
+
+def _slashes(url: SqliteUrl) -> str:
+    """A hint for the common slip of three slashes where an absolute path needs four."""
+    if os.path.isabs(url.path) or not os.path.isdir(os.path.dirname("/" + url.path)):
+        return ""
+    return (
+        f" (sqlite:///{url.path} is the path {url.path} relative to this directory; "
+        f"for /{url.path} write four slashes: sqlite:////{url.path})"
+    )
 
 
 def _configure(conn: sqlite3.Connection, url: SqliteUrl) -> None:
