@@ -53,9 +53,24 @@ ALLOWED: dict[str, frozenset[str]] = {
         ),
         # HTTP in front of the service: no store, process, runner or policy.
         "api": ("model", "errors", "settings", "service", "metrics", "tokens", "validation"),
+        # api/app.py mounts it when --mcp is given: imported only then.
+        "api.app": (
+            "model",
+            "errors",
+            "settings",
+            "service",
+            "metrics",
+            "tokens",
+            "validation",
+            "mcp",
+        ),
+        # A second adapter over the service beside the REST routes, reusing api's auth.
+        "mcp": ("model", "errors", "settings", "service", "tokens", "api"),
+        # The stdio bridge speaks HTTP only, with the client's URL and token defaults.
+        "mcp.bridge": ("model", "client"),
         # Speaks HTTP only.
         "client": ("model", "errors", "validation"),
-        "cli": ("model", "errors", "client", "validation"),
+        "cli": ("model", "errors", "client", "validation", "mcp"),
         # Entry points and the composition root.
         "cli.serve": (
             "validation",
