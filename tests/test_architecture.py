@@ -67,9 +67,26 @@ ALLOWED: dict[str, frozenset[str]] = {
             "actions",
             "ui",
         ),
+        # api/app.py mounts it when --mcp is given: imported only then.
+        "api.app": (
+            "model",
+            "errors",
+            "settings",
+            "service",
+            "metrics",
+            "tokens",
+            "validation",
+            "actions",
+            "ui",
+            "mcp",
+        ),
+        # A second adapter over the service beside the REST routes, reusing api's auth.
+        "mcp": ("model", "errors", "settings", "service", "tokens", "api"),
+        # The stdio bridge speaks HTTP only, with the client's URL and token defaults.
+        "mcp.bridge": ("model", "client"),
         # Speaks HTTP only.
         "client": ("model", "errors", "validation"),
-        "cli": ("model", "errors", "client", "validation"),
+        "cli": ("model", "errors", "client", "validation", "mcp"),
         # Entry points and the composition root.
         "cli.serve": (
             "validation",

@@ -204,6 +204,14 @@ class Settings(BaseSettings):
             "and the address a connection arrives on (others get 403: DNS rebinding guard)"
         ),
     ] = []
+    mcp: Annotated[
+        bool,
+        Field(description="Serve the Model Context Protocol at /mcp, for AI agents (same tokens)"),
+    ] = False
+    mcp_max_output: Annotated[
+        int,
+        Field(ge=256, description="Bytes of output an MCP tool answer carries (head and tail)"),
+    ] = 16 * 1024
     max_params: Annotated[int, Field(ge=0, description="Most params a payload may have")] = 4096
     max_param_length: Annotated[
         int, Field(ge=1, description="Longest cmd or param, bytes of UTF-8")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -56,6 +56,25 @@ _CORS_EXPOSED = [
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+def _with(
+    lifespan: Lifespan | None, inner: Callable[[], AbstractAsyncContextManager[None]] | None
+) -> Lifespan | None:
+    """`lifespan` with `inner` running inside it: `inner` ends first, while the service is
+    still open (the MCP tasks wait on it)."""
+    if inner is None:
+        return lifespan
+
+    @asynccontextmanager
+    async def both(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if lifespan is not None:
+                await stack.enter_async_context(lifespan(app))
+            await stack.enter_async_context(inner())
+            yield
+
+    return both
+
+
 def create_app(
     service: Service,
     settings: Settings,
@@ -68,11 +87,17 @@ def create_app(
 
     `actions_source` holds the named actions (none when None).
     """
+    # Imported only when asked for: without --mcp the SDK is not loaded and /mcp is a 404.
+    mcp_running: Callable[[], AbstractAsyncContextManager[None]] | None = None
+    if settings.mcp:
+        from pericles.mcp.endpoint import mcp_route
+
+        route, mcp_running = mcp_route(settings)
     app = FastAPI(
         title="Pericles",
         version=__version__,
         summary="Run and watch processes over HTTP",
-        lifespan=lifespan,
+        lifespan=_with(lifespan, mcp_running),
         # /docs is served by pericles.ui from local files; FastAPI's pages load from a CDN.
         docs_url=None,
         redoc_url=None,
@@ -112,6 +137,9 @@ def create_app(
     app.include_router(operations.router, dependencies=[known])
     # Not behind the token guard: a delivery's signature is its credential.
     app.include_router(actions.hook_router, responses=problems.PROBLEM_RESPONSES)
+    if settings.mcp:
+        # Authenticated by the endpoint itself: MCP needs `read` to connect, `run` per tool.
+        app.router.routes.append(route)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
     ui.install(app, dashboard=settings.ui)

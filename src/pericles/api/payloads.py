@@ -106,6 +106,15 @@ def _parse_spec(body: bytes) -> PayloadSpec:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid-json", f"the body is not valid JSON: {exc}") from exc
+    return spec_from(data)
+
+
+def spec_from(data: object) -> PayloadSpec:
+    """The spec a decoded create body asks for, as the model reads it; raises `Problem` (422).
+
+    Every way in to create a payload (this route, `/payloads/check`, the MCP tools) parses
+    through here; what the server then allows is `service.admission`'s to say.
+    """
     if not isinstance(data, dict):
         raise Problem(422, "invalid-spec", "the body must be a JSON object")
     try:
