@@ -50,6 +50,7 @@ rest = {regex = ".*"}
 name = "shell"
 cmd = "sh"
 rest = {regex = ".*"}
+env = ["API_KEY"]
 
 [[rule]]
 name = "numbers"
