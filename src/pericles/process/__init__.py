@@ -11,11 +11,11 @@ from pericles.process.orphans import boot_id, kill_group
 from pericles.process.reaper import become_subreaper, kill_strays
 from pericles.process.spawn import (
     DEFAULT_PATH,
+    Spawner,
     SpawnFailed,
     Stdio,
     check_cwd,
     resolve_executable,
-    spawn,
 )
 from pericles.process.stdin import StdinClosed, StdinFull, StdinWriter
 
@@ -29,6 +29,7 @@ __all__ = [
     "OutputSink",
     "RunAs",
     "SpawnFailed",
+    "Spawner",
     "StdinClosed",
     "StdinFull",
     "StdinWriter",
@@ -44,5 +45,4 @@ __all__ = [
     "kill_strays",
     "parse_run_as",
     "resolve_executable",
-    "spawn",
 ]

@@ -69,6 +69,7 @@ class Child:
         sink: OutputSink,
         loop: asyncio.AbstractEventLoop,
         stdin: StdinWriter | None = None,
+        pidfd: int | None = None,
     ) -> None:
         self.pid = pid
         #: The server's end of the child's stdin, when it was asked as a pipe or fed data.
@@ -88,7 +89,7 @@ class Child:
             loop.add_reader(fd, self._on_readable, fd)
         # Holding the pidfd pins the pid: it cannot be reused until we reap it, so signals
         # sent before the reap always reach our child and its group.
-        self._pidfd: int | None = os.pidfd_open(pid)
+        self._pidfd: int | None = os.pidfd_open(pid) if pidfd is None else pidfd
         loop.add_reader(self._pidfd, self._on_exit)
         self._drain_timer: asyncio.TimerHandle | None = None
 

@@ -1,17 +1,21 @@
 """Starting a payload's process.
 
-We start children with `os.posix_spawn` (glibc's vfork+exec) and reap them through a pidfd
-watched by the event loop: measured here it is the fastest path Python has, with no thread
-per child and no `fork()` of the server's whole address space. See `bench/throughput.py`.
-Payloads that ask for a working directory or resource limits take `forkexec` instead.
+We start children with `os.posix_spawn` (glibc's vfork+exec) on a spawner thread, so the
+loop never waits while a child execs, and reap them through a pidfd watched by the event
+loop: measured here it is the fastest path Python has, with no `fork()` of the server's whole
+address space. See `bench/throughput.py`. Payloads that ask for a working directory, resource
+limits or another user take `forkexec` instead, on the loop's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import errno
 import os
+import signal
 import stat
 from collections.abc import Mapping, Sequence
 
@@ -103,29 +107,26 @@ def _posix_spawn(executable: str, argv: list[str], env: Mapping[str, str], fds: 
     )
 
 
-def spawn(
-    cmd: str,
-    params: Sequence[str],
-    env: Mapping[str, str],
-    sink: OutputSink,
-    loop: asyncio.AbstractEventLoop,
-    *,
-    stdio: Stdio | None = None,
-    cwd: str | None = None,
-    limits: Mapping[str, int] | None = None,
-    executable: str | None = None,
-    run_as: RunAs | None = None,
-) -> Child:
-    """Start `cmd` with `params` in a new session, output to pipes.
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Started:
+    pid: int
+    #: Opened right after the spawn, so the pid is pinned before anything else can reap it.
+    pidfd: int
+    out_r: int
+    err_r: int
+    in_w: int
 
-    `executable` is the file to exec (see `exe.resolve`), else `cmd` looked up on env's PATH;
-    argv[0] stays `cmd`. `run_as` drops to that user and group before exec.
-    Raises `SpawnFailed` when exec fails (no such file, permission denied, bad format).
-    """
-    stdio = stdio or Stdio()
-    if executable is None:
-        executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
-    argv = [cmd, *params]
+
+def _start(
+    executable: str,
+    argv: list[str],
+    env: Mapping[str, str],
+    stdio: Stdio,
+    cwd: str | None,
+    limits: Mapping[str, int] | None,
+    run_as: RunAs | None,
+) -> _Started:
+    """Make the pipes and start the process; blocks until it has exec'd (or failed to)."""
     # os.pipe() fds are close-on-exec; dup2 onto 0, 1 and 2 makes just the child's ends inherited.
     in_r, in_w = os.pipe() if stdio.pipe or stdio.data is not None else (-1, -1)
     out_r, out_w = os.pipe()
@@ -147,8 +148,74 @@ def spawn(
         for fd in (in_r, out_w, err_w):
             if fd >= 0:
                 os.close(fd)
-    writer = StdinWriter(in_w, loop, stdio.limit) if in_w >= 0 else None
-    if writer is not None and stdio.data is not None:
-        writer.write(stdio.data)
-        writer.close()
-    return Child(pid, out_r, err_r, sink, loop, writer)
+    return _Started(pid, os.pidfd_open(pid), out_r, err_r, in_w)
+
+
+def _abandon(future: asyncio.Future[_Started]) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return
+    started = future.result()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(started.pid, signal.SIGKILL)
+    os.waitpid(started.pid, 0)
+    for fd in (started.pidfd, started.out_r, started.err_r, started.in_w):
+        if fd >= 0:
+            os.close(fd)
+
+
+class Spawner:
+    """Starts children on `threads` threads of its own, off the event loop.
+
+    `os.posix_spawn` releases the GIL while the child execs (0.3 ms or more for each), so on
+    a thread of its own the loop goes on serving requests and reaping meanwhile, and two
+    threads keep two children exec'ing at once on two cores. `fork` is different: it copies
+    the server's page tables and must not race other threads' locks into the child, so
+    payloads that need `fork_exec` (cwd, limits, run_as) start on the loop's thread as before.
+    """
+
+    def __init__(self, threads: int = 2) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "pericles-spawn")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def spawn(
+        self,
+        cmd: str,
+        params: Sequence[str],
+        env: Mapping[str, str],
+        sink: OutputSink,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        stdio: Stdio | None = None,
+        cwd: str | None = None,
+        limits: Mapping[str, int] | None = None,
+        executable: str | None = None,
+        run_as: RunAs | None = None,
+    ) -> Child:
+        """Start `cmd` with `params` in a new session, output to pipes.
+
+        `executable` is the file to exec (see `exe.resolve`), else `cmd` looked up on env's
+        PATH; argv[0] stays `cmd`. `run_as` drops to that user and group before exec.
+        Raises `SpawnFailed` when exec fails (no such file, permission denied, bad format).
+        """
+        stdio = stdio or Stdio()
+        if executable is None:
+            executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
+        argv = [cmd, *params]
+        args = (executable, argv, env, stdio, cwd, limits, run_as)
+        if cwd is None and not limits and run_as is None:
+            future = loop.run_in_executor(self._pool, _start, *args)
+            try:
+                started = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # The thread goes on: whatever it starts, nobody will watch. End it there.
+                future.add_done_callback(_abandon)
+                raise
+        else:
+            started = _start(*args)
+        writer = StdinWriter(started.in_w, loop, stdio.limit) if started.in_w >= 0 else None
+        if writer is not None and stdio.data is not None:
+            writer.write(stdio.data)
+            writer.close()
+        return Child(started.pid, started.out_r, started.err_r, sink, loop, writer, started.pidfd)

@@ -92,11 +92,13 @@ class LocalRunner(Runner):
         self._max_stdin = max_stdin
         self._run_as = run_as
         self._digests = process.DigestCache()
+        self._spawner = process.Spawner()
 
     async def open(self) -> None:
         process.become_subreaper()
 
     async def close(self) -> None:
+        self._spawner.close()
         strays = process.kill_strays()
         if strays:
             log.warning("killed %d process(es) that escaped their payload's group", strays)
@@ -144,7 +146,7 @@ class LocalRunner(Runner):
             execution.on_output(stream, data)
 
         try:
-            child = process.spawn(
+            child = await self._spawner.spawn(
                 spec.cmd,
                 spec.params,
                 env,
