@@ -205,7 +205,9 @@ class Service:
         page = await self.store.query(query)
         if not self._runs and not self._queue:
             return page
-        positions = self._queue.positions() if self._queue else {}
+        # Positions cost O(queue): only worked out when the page shows a pending record.
+        pending = any(r.state is Status.PENDING for r in page.records)
+        positions = self._queue.positions() if pending and self._queue else {}
         records = [
             self._with_queue_info(r, positions.get(r.id))
             if r.state is Status.PENDING
