@@ -34,6 +34,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "process": ("model", "errors"),
         "store": ("model", "errors"),
         "policy": ("model", "errors", "envhooks"),
+        # Named actions: the file, argument types and schema, argv rendering, hook checks.
+        "actions": ("model", "errors", "envhooks"),
         "feed": ("model", "changes"),
         "metrics": ("model",),
         "runner": ("model", "errors", "process"),
@@ -52,7 +54,16 @@ ALLOWED: dict[str, frozenset[str]] = {
             "redact",
         ),
         # HTTP in front of the service: no store, process, runner or policy.
-        "api": ("model", "errors", "settings", "service", "metrics", "tokens", "validation"),
+        "api": (
+            "model",
+            "errors",
+            "settings",
+            "service",
+            "metrics",
+            "tokens",
+            "validation",
+            "actions",
+        ),
         # Speaks HTTP only.
         "client": ("model", "errors", "validation"),
         "cli": ("model", "errors", "client", "validation"),
@@ -64,6 +75,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "settings",
             "server",
             "api",
+            "actions",
             "logs",
             "tokens",
             "policy",
@@ -76,6 +88,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "model",
             "errors",
             "settings",
+            "actions",
             "api",
             "metrics",
             "policy",

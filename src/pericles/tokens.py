@@ -10,6 +10,12 @@ a TOML file with one `[[token]]` table per token:
     secret = "..."
     scope = "run"
 
+    [[token]]
+    name = "ops-button"
+    secret = "..."
+    scope = "run"
+    actions = ["backup"]      # may run these named actions and see their payloads, only
+
 This module knows nothing of HTTP: the API layer asks `TokenSet.match` and decides.
 """
 
@@ -48,16 +54,24 @@ class Token:
     scope: Scope
     # Only a digest is kept, so comparisons take the same time whatever the secret's length.
     digest: bytes
+    #: The named actions this token is limited to; None: not limited.
+    actions: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"Token(name={self.name!r}, scope={self.scope.value!r})"
+
+    def sees(self, action: str | None) -> bool:
+        """Whether this token may see a payload that `action` made (None: a raw payload)."""
+        return self.actions is None or (action is not None and action in self.actions)
 
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def make_token(name: str, secret: str, scope: Scope | str) -> Token:
+def make_token(
+    name: str, secret: str, scope: Scope | str, actions: frozenset[str] | None = None
+) -> Token:
     if not name or not name.isprintable():
         raise TokenConfigError(f"token name {name!r} must be non-empty printable text")
     if len(secret) < MIN_SECRET_LENGTH or not secret.isprintable() or secret != secret.strip():
@@ -66,7 +80,7 @@ def make_token(name: str, secret: str, scope: Scope | str) -> Token:
             "characters without surrounding spaces"
         )
     try:
-        return Token(name, Scope(scope), _digest(secret))
+        return Token(name, Scope(scope), _digest(secret), actions)
     except ValueError:
         raise TokenConfigError(f"token {name!r}: scope must be 'read' or 'run'") from None
 
@@ -107,13 +121,18 @@ class TokenSet:
 def _from_table(index: int, table: Any) -> Token:
     if not isinstance(table, dict):
         raise TokenConfigError(f"token #{index}: must be a table")
-    unknown = set(table) - {"name", "secret", "scope"}
+    unknown = set(table) - {"name", "secret", "scope", "actions"}
     if unknown:
         raise TokenConfigError(f"token #{index}: unknown keys {', '.join(sorted(unknown))}")
     name, secret, scope = (table.get(key) for key in ("name", "secret", "scope"))
     if not (isinstance(name, str) and isinstance(secret, str) and isinstance(scope, str)):
         raise TokenConfigError(f"token #{index}: name, secret and scope must all be strings")
-    return make_token(name, secret, scope)
+    actions = table.get("actions")
+    if actions is not None and (
+        not isinstance(actions, list) or not all(isinstance(a, str) and a for a in actions)
+    ):
+        raise TokenConfigError(f"token {name!r}: actions must be a list of action names")
+    return make_token(name, secret, scope, frozenset(actions) if actions is not None else None)
 
 
 def read_tokens_file(path: Path) -> list[Token]:

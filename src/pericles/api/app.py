@@ -12,7 +12,10 @@ from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
 from pericles import __version__
+from pericles.actions.hooks import Deliveries
+from pericles.actions.source import ActionSource
 from pericles.api import (
+    actions,
     check,
     control,
     events,
@@ -57,8 +60,12 @@ def create_app(
     tokens: TokenSet,
     metrics: Metrics,
     lifespan: Lifespan | None = None,
+    actions_source: ActionSource | None = None,
 ) -> FastAPI:
-    """The app in front of `service`; `tokens` guard it unless empty, `metrics` count it."""
+    """The app in front of `service`; `tokens` guard it unless empty, `metrics` count it.
+
+    `actions_source` holds the named actions (none when None).
+    """
     app = FastAPI(
         title="Pericles",
         version=__version__,
@@ -70,6 +77,9 @@ def create_app(
     app.state.metrics = metrics
     app.state.rendered = RenderCache()
     app.state.tokens = tokens
+    app.state.actions = actions_source or ActionSource(None, {})
+    # Hook deliveries seen lately, to refuse replays; kept across reloads of the actions.
+    app.state.deliveries = Deliveries()
     problems.install(app)
     openapi.install(app)
     # Without tokens nothing is checked, and the OpenAPI document says so by naming no
@@ -79,13 +89,22 @@ def create_app(
     guard: list[DependsParam] = [Depends(authorize), known] if tokens else [known]
     denied: dict[int | str, dict[str, Any]] = AUTH_RESPONSES if tokens else {}
     # check before payloads: its path must not be taken for a payload id by a later route.
-    routers = (check.router, payloads.router, output.router, events.router, control.router)
+    routers = (
+        check.router,
+        payloads.router,
+        output.router,
+        events.router,
+        control.router,
+        actions.router,
+    )
     for router in routers:
         app.include_router(
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
         )
     app.include_router(index.router, dependencies=[known])
     app.include_router(operations.router, dependencies=[known])
+    # Not behind the token guard: a delivery's signature is its credential.
+    app.include_router(actions.hook_router, responses=problems.PROBLEM_RESPONSES)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
     app.add_middleware(HeadAsGet, routes=app.router.routes)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pericles import __version__
-from pericles.cli import exitcodes
+from pericles.cli import actions, exitcodes
 from pericles.client import (
     AlreadyTerminal,
     ClientError,
@@ -438,6 +438,9 @@ def rm(
 ) -> None:
     """Forget ended payloads and their output."""
     _each(_client(ctx, server, token), payload_ids, "force" if force else "delete")
+
+
+actions.register(app, _client, _attach_or_cancel)
 
 
 def _report(error: ClientError) -> None:
