@@ -7,6 +7,7 @@ import operator
 import os
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from functools import partial
@@ -315,3 +316,20 @@ def test_serve_is_handler_serve() -> None:
     theirs = subprocess.run([handler_serve(), "--help"], capture_output=True, text=True, timeout=30)
     assert ours.returncode == theirs.returncode == 0
     assert ours.stdout == theirs.stdout
+
+
+def test_help_imports_neither_httpx_nor_the_model() -> None:
+    # `pericles --help` should start as fast as Python does: the client (httpx), the payload
+    # model (pydantic) and rich are loaded by the commands that use them.
+    code = (
+        "import sys\n"
+        "from pericles.cli.main import main\n"
+        "sys.argv = ['pericles', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('httpx', 'pydantic', 'rich.console') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "Usage" in done.stdout
+    assert done.stdout.rstrip().endswith("[]"), done.stdout[-200:]

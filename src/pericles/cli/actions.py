@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 # rich, the client (httpx) and the model are imported by the commands that use them:
 # `pericles --help` needs none of them.
 
-ClientOf = Callable[[typer.Context, str | None, str | None], Client]
-AttachOrCancel = Callable[[Client, str], int]
+ClientOf = Callable[[typer.Context, str | None, str | None], "Client"]
+AttachOrCancel = Callable[["Client", str], int]
 
 DO_HELP = """Run the named action NAME with its arguments as options; print the payload's id.
 
