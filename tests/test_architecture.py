@@ -83,6 +83,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         ),
         # handler-serve's flags, made from Settings.
         "cli.flags": ("settings", "validation"),
+        # `pericles worker`: its options, then the worker's own composition root.
+        "cli.worker": ("settings", "worker"),
+        # A celery worker process: the service over the Redis store and the local runner.
+        "worker": ("model", "errors", "settings", "logs", "process", "runner", "service", "store"),
         "posture": ("policy", "process"),
         "server": (
             "model",

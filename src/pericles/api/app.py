@@ -28,8 +28,10 @@ from pericles.api import (
 )
 from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.methods import HeadAsGet
+from pericles.api.origin import AdmittedHosts, BrowserGuard
 from pericles.api.query import known_query_parameters
 from pericles.api.render import RenderCache
+from pericles.api.scrub import ScrubProblems
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
 from pericles.service import Service
@@ -118,4 +120,10 @@ def create_app(
             allow_headers=_CORS_HEADERS,
             expose_headers=_CORS_EXPOSED,
         )
+    # Outermost of all: a request from an unadmitted Host or a foreign page reaches nothing.
+    hosts = AdmittedHosts(settings.host, settings.public_host)
+    app.add_middleware(BrowserGuard, hosts=hosts, cors_origins=settings.cors_origin)
+    if tokens:
+        # Around everything, the guard's own refusals included: they quote a Host, an origin.
+        app.add_middleware(ScrubProblems, tokens=tokens)
     return app

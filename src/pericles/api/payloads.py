@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from pericles.api.auth import CallerDep, TokenDep, for_limited_tokens
@@ -15,6 +17,8 @@ from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse, RenderCache
 from pericles.model import MAX_WAIT, ListQuery, Payload, PayloadSpec, Status
+
+log = logging.getLogger("pericles.api")
 
 router = APIRouter()
 
@@ -70,11 +74,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise Problem(413, "body-too-large", f"the body is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "body-too-large", f"the body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, "body-too-large", f"the body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Not a server fault: one line, no traceback. The answer below reaches nobody.
+        client = request.client
+        log.info(
+            "%s %s: the client went away after %d bytes of the body (%s)",
+            request.method,
+            request.url.path,
+            size,
+            f"{client.host}:{client.port}" if client else "unknown client",
+        )
+        raise Problem(400, "body-incomplete", "the body ended early") from None
     return b"".join(chunks)
 
 

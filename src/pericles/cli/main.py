@@ -21,6 +21,7 @@ import typer
 
 from pericles import __version__
 from pericles.cli import actions, exitcodes
+from pericles.cli.worker import worker
 from pericles.client import (
     AlreadyTerminal,
     ClientError,
@@ -140,6 +141,9 @@ def serve(ctx: typer.Context) -> None:
     from pericles.cli.serve import main as serve_main
 
     serve_main(list(ctx.args))
+
+
+app.command()(worker)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
