@@ -22,6 +22,7 @@ import datetime as dt
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ KIB = 1024
 
 E2E_TARGET = 0.5
 GET_TARGET = 0.7
+SUSTAIN_TARGET = 0.8
 RSS_TARGET = 2 * KIB
 
 
@@ -190,6 +192,84 @@ def report_ratio(rate: float, before: float, after: float, outcomes: list[str]) 
             f"  ratio {ratio:.2f} (target >= {E2E_TARGET}: {verdict(ratio >= E2E_TARGET)})"
         )
     )
+
+
+# --- 1b. running while POSTs keep coming ------------------------------------------------
+
+
+async def bench_sustained(
+    args: argparse.Namespace, server: ServerProcess, outcomes: list[str]
+) -> None:
+    """POST at full speed for `--sustain-seconds`; of the 201s answered in that window, how
+    many payloads had finished within it (from their `finished_at`)."""
+    ids: list[str] = []
+
+    def keep_id(body: bytes) -> None:
+        ids.append(orjson.loads(body)["id"])
+
+    async with connections(args.client, server.port, args.clients) as conns:
+        result = await drive(
+            conns,
+            create_request,
+            count=10_000_000,
+            seconds=args.sustain_seconds,
+            expect=201,
+            sink=keep_id,
+            server_pid=server.pid,
+            retry_on=503,
+        )
+        end = result.wall_started + result.elapsed
+        await wait_all_terminal(conns[0], 0, within=120)
+        records = {r["id"]: r for r in await list_records(conns[0])}
+    finished = sum(
+        1
+        for i in ids
+        if records[i].get("finished_at")
+        and dt.datetime.fromisoformat(records[i]["finished_at"]).timestamp() <= end
+    )
+    say(
+        f"  201s: {result.ok} in {result.elapsed:.2f}s ({result.rate:.0f}/s),"
+        f" 503s retried: {result.retried}; {result.cpu_summary()}"
+    )
+    ratio = finished / result.ok if result.ok else 0.0
+    outcomes.append(
+        say(
+            f"finished while POSTing: {finished / result.elapsed:.0f}/s"
+            f"  201s: {result.rate:.0f}/s  ratio {ratio:.2f}"
+            f" (target >= {SUSTAIN_TARGET}: {verdict(ratio >= SUSTAIN_TARGET)})"
+        )
+    )
+
+
+# --- 4. the command line's start-up -------------------------------------------------------
+
+
+def best_time(argv: list[str], rounds: int = 7) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_cli(outcomes: list[str]) -> None:
+    python = sys.executable
+    pericles = str(Path(python).with_name("pericles"))
+    baseline = best_time([python, "-c", "import httpx"])
+    bare = best_time([python, "-c", "pass"])
+    say(
+        f"  python -c pass: {bare * 1000:.0f} ms;"
+        f" python -c 'import httpx': {baseline * 1000:.0f} ms"
+    )
+    for argv in ([pericles, "--help"], [pericles, "ls", "--help"]):
+        took = best_time(argv)
+        outcomes.append(
+            say(
+                f"{' '.join(['pericles', *argv[1:]])}: {took * 1000:.0f} ms"
+                f"  import httpx: {baseline * 1000:.0f} ms  ratio {took / baseline:.2f}"
+            )
+        )
 
 
 # --- 2. reads against hello ----------------------------------------------------------------
@@ -373,6 +453,10 @@ async def run(args: argparse.Namespace, outcomes: list[str]) -> None:
         # Spawn speed drifts on a shared machine: measure it again, right after.
         report_ratio(rate, before, spawn_sequential(args.spawn_count, seconds=30), outcomes)
 
+        if args.sustain_seconds > 0:
+            say(f"\n1b. POSTs at full speed for {args.sustain_seconds}s, {args.clients} clients")
+            await bench_sustained(args, server, outcomes)
+
         say(
             f"\n2. GET /payloads/{{id}} vs hello, {args.get_connections} connections,"
             f" {args.get_seconds}s each"
@@ -382,6 +466,9 @@ async def run(args: argparse.Namespace, outcomes: list[str]) -> None:
         if args.records > 0:
             say(f"\n3. RSS per finished record: {args.records} more payloads")
             await bench_rss(args, server, args.warmup_payloads + args.payloads, outcomes)
+
+    say("\n4. pericles (the CLI) start-up, best of 7")
+    bench_cli(outcomes)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -398,6 +485,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--get-seconds", type=float, default=5.0, help="per measured GET run")
     parser.add_argument("--get-warmup", type=float, default=1.0, help="seconds, untimed")
     parser.add_argument("--get-max", type=int, default=1_000_000, help="bound on GETs per run")
+    parser.add_argument("--sustain-seconds", type=float, default=5.0, help="0 skips it")
     parser.add_argument("--records", type=int, default=100_000, help="for RSS; 0 skips it")
     parser.add_argument("--rss-timeout", type=float, default=600, help="seconds to create them")
     parser.add_argument(

@@ -7,6 +7,7 @@ import operator
 import os
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from functools import partial
@@ -318,3 +319,21 @@ def test_serve_is_handler_serve() -> None:
     theirs = subprocess.run([handler_serve(), "--help"], capture_output=True, text=True, timeout=30)
     assert ours.returncode == theirs.returncode == 0
     assert ours.stdout == theirs.stdout
+
+
+def test_help_imports_neither_httpx_nor_the_model_nor_rich() -> None:
+    # `pericles --help` should start fast: the client (httpx), the payload model and rich
+    # are loaded by the commands that use them. (pydantic comes with `worker`'s settings.)
+    code = (
+        "import sys\n"
+        "from pericles.cli.main import main\n"
+        "sys.argv = ['pericles', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('httpx', 'pericles.model', 'rich.console')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "Usage" in done.stdout
+    assert done.stdout.rstrip().endswith("[]"), done.stdout[-200:]

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from pericles.errors import InvalidSignal, PolicyDenied
+from pericles.errors import InvalidSignal, PolicyDenied, ServiceUnavailable
 from pericles.model import Payload, PayloadSpec, Resolved, Status, utcnow
 from pericles.policy import Policy, Rule
 from pericles.runner import Execution, Exited, Output, Runner, StartFailed
 from pericles.runner.base import Event
 from pericles.service import Service
+from pericles.service.core import DOOR_DEPTH
 from pericles.settings import Settings
 from pericles.store.memory import MemoryStore
 
@@ -167,6 +168,26 @@ def test_cancel_signals_and_pause() -> None:
         assert runner.started[running.id].signals == ["SIGSTOP", "SIGCONT"]
         cancelled = await service.cancel(running.id)
         assert (cancelled.status, cancelled.signal) == ("cancelled", "SIGTERM")
+
+    serve(body, max_running=1)
+
+
+def test_a_deep_queue_holds_new_payloads_until_one_starts() -> None:
+    async def body(service: Service, runner: FakeRunner) -> None:
+        running = await service.create(make_spec(cmd="/fake/true"))
+        for _ in range(DOOR_DEPTH):
+            await service.create(make_spec(cmd="/fake/true"))
+        await state_of(service, running.id, Status.WORKING)
+        held = asyncio.create_task(service.create(make_spec(cmd="/fake/true")))
+        await asyncio.wait({held}, timeout=0.05)
+        assert not held.done(), "not accepted while the queue is this deep"
+        runner.started[running.id].end(0)  # one starts: the held one gets in
+        assert (await held).state is Status.PENDING
+        assert service.pending_count == DOOR_DEPTH
+        # Nothing starts for DOOR_WAIT: answered 503 with a retry delay.
+        with pytest.raises(ServiceUnavailable) as refused:
+            await service.create(make_spec(cmd="/fake/true"))
+        assert refused.value.retry_after == 1
 
     serve(body, max_running=1)
 

@@ -94,6 +94,43 @@ def test_queries_filter_and_page(backend: StoreBackend) -> None:
     with_store(backend, body)
 
 
+def test_filtered_pages_look_only_at_what_they_return(backend: StoreBackend) -> None:
+    # 2,000 ended records, a few pending and labelled ones among them: a page of the few
+    # must not walk the rest, from the start or `after=` a cursor, either direction.
+    kept = [record(**({"team": "x"} if i % 500 == 7 else {})) for i in range(2000)]
+    waiting = {r.id for r in kept[1000:1003]}
+
+    async def body(store: Store) -> None:
+        for r in kept:
+            await store.add(r)
+            if r.id not in waiting:
+                await store.put(ended(r))
+        pending = ListQuery(statuses=frozenset({Status.PENDING}), limit=2)
+        page = await store.query(pending)
+        assert [r.id for r in page.records] == [r.id for r in kept[1000:1002]]
+        assert page.more
+        assert store.touched <= 3
+        rest = await store.query(dataclasses.replace(pending, after=page.records[-1].id))
+        assert [r.id for r in rest.records] == [kept[1002].id]
+        assert not rest.more
+        assert store.touched <= 3
+        team = ListQuery(labels=(("team", "x"),), limit=3, descending=True)
+        newest = await store.query(team)
+        assert [r.id for r in newest.records] == [kept[i].id for i in (1507, 1007, 507)]
+        assert store.touched <= 4
+        after = await store.query(ListQuery(limit=5, after=kept[1500].id))
+        assert [r.id for r in after.records] == [r.id for r in kept[1501:1506]]
+        assert store.touched <= 6
+        # Deleted and moved records leave every index they were in.
+        await store.delete(kept[1000].id)
+        await store.put(ended(kept[1001]))
+        page = await store.query(pending)
+        assert [r.id for r in page.records] == [kept[1002].id]
+        assert store.touched <= 2
+
+    with_store(backend, body)
+
+
 def test_output_keeps_head_and_tail_and_counts_what_it_drops(backend: StoreBackend) -> None:
     kept = record()
 

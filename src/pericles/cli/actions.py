@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
-from rich.table import Table
 
-from pericles.cli import render
-from pericles.client import Client
+if TYPE_CHECKING:
+    from pericles.client import Client
 
-ClientOf = Callable[[typer.Context, str | None, str | None], Client]
-AttachOrCancel = Callable[[Client, str], int]
+# rich, the client (httpx) and the model are imported by the commands that use them:
+# `pericles --help` needs none of them.
+
+ClientOf = Callable[[typer.Context, str | None, str | None], "Client"]
+AttachOrCancel = Callable[["Client", str], int]
 
 DO_HELP = """Run the named action NAME with its arguments as options; print the payload's id.
 
@@ -128,6 +130,10 @@ def register(app: typer.Typer, client_of: ClientOf, attach_or_cancel: AttachOrCa
         ] = None,
     ) -> None:
         """List the named actions this token may run, with their arguments."""
+        from rich.table import Table
+
+        from pericles.cli import render
+
         found = client_of(ctx, server, token).actions()
         if as_json:
             render.print_json(found)
@@ -159,6 +165,8 @@ def register(app: typer.Typer, client_of: ClientOf, attach_or_cancel: AttachOrCa
         info = client.action(name)
 
         def run(wait: bool, json: bool, server: Any, token: Any, **given: Any) -> None:
+            from pericles.cli import render
+
             args = {key: value for key, value in given.items() if value is not None}
             record = client.run_action(name, args)
             if json and not wait:

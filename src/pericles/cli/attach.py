@@ -11,9 +11,12 @@ and the SSE feed never splits a character across events.
 from __future__ import annotations
 
 import sys
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from pericles.client import Client, OutputChunk
+from pericles.client import OutputChunk
+
+if TYPE_CHECKING:
+    from pericles.client import Client
 from pericles.model import STREAMS, Payload, next_offset
 
 

@@ -29,9 +29,15 @@ The command's own failures:
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING
 
 from pericles.client import ClientError, ServerUnreachable, SpecNotValid, Unauthorized
-from pericles.model import OUTCOMES, Payload, Status
+
+if TYPE_CHECKING:
+    from pericles.model import Payload, Status
+
+# The payload model (pydantic) is imported where a record is read, not at start: `pericles
+# --help` needs none of it.
 
 OK = 0
 ERROR = 1
@@ -44,17 +50,24 @@ BROKEN_PIPE = SIGNALLED + signal.SIGPIPE
 
 
 def _of(status: Status) -> int:
+    from pericles.model import OUTCOMES
+
     code = OUTCOMES[status].exit_code
     assert code is not None, f"{status} has no exit code of its own"
     return code
 
 
-#: Ctrl-C while waiting ends as a cancelled payload does.
-CANCELLED = _of(Status.CANCELLED)
+def cancelled() -> int:
+    """Ctrl-C while waiting ends as a cancelled payload does."""
+    from pericles.model import Status
+
+    return _of(Status.CANCELLED)
 
 
 def for_record(record: Payload) -> int:
     """The exit code that stands for how a payload ended (`model.OUTCOMES`)."""
+    from pericles.model import OUTCOMES
+
     outcome = OUTCOMES[record.state]
     if not outcome.terminal:
         raise ValueError(f"payload {record.id} has not ended: it is {record.status!r}")
@@ -84,6 +97,8 @@ def for_error(error: ClientError) -> int:
 
 def ending(record: Payload) -> str | None:
     """One line on how a payload ended, unless it exited by itself (its code says it)."""
+    from pericles.model import Status
+
     state = record.state
     if state is Status.FINISHED:
         return f"{record.cmd} was killed by {record.signal}" if record.signal else None

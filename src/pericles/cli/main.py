@@ -15,25 +15,24 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pericles import __version__
-from pericles.cli import actions, exitcodes, render
-from pericles.cli.attach import attach
+from pericles.cli import actions, exitcodes
 from pericles.cli.worker import worker
 from pericles.client import (
     AlreadyTerminal,
-    Client,
     ClientError,
-    OutputChunk,
     SpecNotValid,
     StillActive,
-    StreamName,
     Unauthorized,
 )
 from pericles.errors import FieldError
+
+if TYPE_CHECKING:
+    from pericles.client import Client, StreamName
 
 
 class _Argument(typer.core.TyperArgument):
@@ -108,6 +107,8 @@ class Connection:
 
     def client(self, server: str | None = None, token: str | None = None) -> Client:
         if self._client is None:
+            from pericles.client import Client  # with httpx: only for commands that talk
+
             client = Client(server or self._server, token or self._token)
             self._client = self._ctx.with_resource(client)
         return self._client
@@ -249,11 +250,13 @@ def _exit_as(record: Any) -> int:
 
 
 def _attach_or_cancel(client: Client, payload_id: str) -> int:
+    from pericles.cli.attach import attach
+
     try:
         return _exit_as(attach(client, payload_id))
     except KeyboardInterrupt:
         _cancel_quietly(client, payload_id)
-        return exitcodes.CANCELLED
+        return exitcodes.cancelled()
     except BrokenPipeError:
         # Whoever read our stdout is gone: end the payload as a local one would end by
         # SIGPIPE, and keep Python from failing again when it flushes stdout at exit.
@@ -282,6 +285,8 @@ def list_payloads(
     token: TokenOpt = None,
 ) -> None:
     """List payloads, newest first."""
+    from pericles.cli import render  # rich and the model: only where shown
+
     records = list(
         _client(ctx, server, token).list(
             status=status or (), order="desc", limit=None if show_all else limit
@@ -302,6 +307,8 @@ def show(
     token: TokenOpt = None,
 ) -> None:
     """Show one payload's record."""
+    from pericles.cli import render  # rich and the model: only where shown
+
     client = _client(ctx, server, token)
     record = client.get(client.resolve(payload_id))
     if as_json:
@@ -325,6 +332,8 @@ def logs(
 ) -> None:
     """Print a payload's output: its stdout to stdout and its stderr to stderr, as `run
     --wait` does (`2>&1` puts them together), or only one of them to stdout."""
+    from pericles.cli import render  # rich and the model: only where shown
+
     if stderr and stdout:
         raise typer.BadParameter("give --stdout or --stderr, not both")
     client = _client(ctx, server, token)
@@ -355,6 +364,8 @@ def logs(
 
 
 def _follow_logs(client: Client, payload_id: str, stream: StreamName, as_json: bool) -> None:
+    from pericles.client import OutputChunk
+
     for item in client.follow(payload_id):
         if not isinstance(item, OutputChunk) or stream not in ("both", item.stream):
             continue
@@ -379,6 +390,8 @@ def wait_payload(
     token: TokenOpt = None,
 ) -> None:
     """Wait until a payload ends; exit with its exit code, as `run --wait` does."""
+    from pericles.cli import render  # rich and the model: only where shown
+
     client = _client(ctx, server, token)
     full_id = client.resolve(payload_id)
     spinning = sys.stdout.isatty() and not as_json
@@ -500,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
         # Not standalone: usage errors come here, to be one line like every other error.
         code = app(args=args or ["--help"], prog_name="pericles", standalone_mode=False)
     except typer.Abort:  # Ctrl-C or end of input at a prompt
-        sys.exit(exitcodes.CANCELLED)
+        sys.exit(exitcodes.cancelled())
     except typer.TyperException as exc:
         formatter = getattr(exc, "format_message", None)
         message = formatter() if callable(formatter) else str(exc)

@@ -4,8 +4,9 @@ A store keeps records and their output; it never decides a transition (the servi
 Its rules live here, once, for every backend:
 
 - the record index: ids are unique, records are listed in creation order, queries filter
-  and page (`model.ListQuery`); every record is held in memory, so reads never wait on a
-  backend;
+  and page (`model.ListQuery`) through indexes of state and labels (`store.index`), so a
+  page costs what it returns, not what is kept; every record is held in memory, so reads
+  never wait on a backend;
 - output: each payload's `OutputLog` (head, tail, offsets, dropped bytes) is kept in memory
   while the payload runs; a backend that persists output is handed it now and then while it
   runs (`CHECKPOINT_SECONDS`) and for good with the terminal record, after which the backend
@@ -23,6 +24,7 @@ import collections
 
 from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
 from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
+from pericles.store.index import RecordIndex
 from pericles.store.output import OutputLog
 
 #: Seconds between saves of running payloads' output: what a crash may lose of it.
@@ -40,8 +42,8 @@ class Store:
 
     def __init__(self, max_output: int) -> None:
         self._max_output = max_output
-        # dicts keep insertion order, which is creation order: oldest first for free.
-        self._records: dict[str, Payload] = {}
+        # Creation order, and which records are in each state or carry each label.
+        self._records = RecordIndex()
         # Only payloads that wrote something get a log, so a silent payload costs none.
         self._output: dict[str, OutputLog] = {}
         self._meta: dict[str, str] = {}
@@ -57,7 +59,9 @@ class Store:
     async def open(self) -> None:
         """Make the store ready (open files, load what it keeps); raises `StoreUnavailable`."""
         records, meta = await self._load()
-        self._records = {record.id: record for record in records}
+        self._records = RecordIndex()
+        for record in records:
+            self._records.add(record)
         self._left_running = {r.id for r in records if not r.terminal}
         self._meta = dict(meta)
 
@@ -78,12 +82,12 @@ class Store:
         """Keep a new record; its id must not be known yet. Returns once it is persisted."""
         if record.id in self._records:
             raise ValueError(f"payload {record.id} already stored")
-        self._records[record.id] = record
+        self._records.add(record)
         try:
             await self._persist_new(record)
         except StoreUnavailable:
             # Not persisted: forget it here too. (A cancelled wait leaves it: it is written.)
-            self._records.pop(record.id, None)
+            self._records.pop(record.id)
             raise
 
     async def put(self, record: Payload, before: Status | None = None) -> None:
@@ -97,7 +101,7 @@ class Store:
             raise PayloadNotFound(record.id)
         if before is not None and current.state is not before:
             raise StaleRecord(record.id, current.status, record.status)
-        self._records[record.id] = record
+        self._records.replace(record)
         if record.state is not Status.PENDING:
             self._unmark(record.id)
         final: OutputLog | None = None
@@ -115,10 +119,10 @@ class Store:
 
     async def get(self, payload_id: str) -> Payload:
         """The record with this id; raises `PayloadNotFound`."""
-        try:
-            return self._records[payload_id]
-        except KeyError:
-            raise PayloadNotFound(payload_id) from None
+        record = self._records.get(payload_id)
+        if record is None:
+            raise PayloadNotFound(payload_id)
+        return record
 
     async def list(self) -> builtins.list[Payload]:
         """Every record, oldest first."""
@@ -129,23 +133,17 @@ class Store:
         `PayloadNotFound` when `query.after` names no record."""
         if query.after is not None and query.after not in self._records:
             raise PayloadNotFound(query.after)
-        records = reversed(self._records.values()) if query.descending else self._records.values()
-        found: builtins.list[Payload] = []
-        skipping = query.after is not None
-        for record in records:
-            if skipping:
-                skipping = record.id != query.after
-                continue
-            if not query.matches(record):
-                continue
-            if query.limit is not None and len(found) == query.limit:
-                return Page(found, more=True)
-            found.append(record)
-        return Page(found, more=False)
+        found, more = self._records.page_of(query)
+        return Page(found, more)
+
+    @property
+    def touched(self) -> int:
+        """How many records the last `query` looked at: what its cost grows with."""
+        return self._records.touched
 
     async def delete(self, payload_id: str) -> None:
         """Forget a record and its output; raises `PayloadNotFound`."""
-        if self._records.pop(payload_id, None) is None:
+        if self._records.pop(payload_id) is None:
             raise PayloadNotFound(payload_id)
         self._output.pop(payload_id, None)
         self._restored.pop(payload_id, None)
