@@ -37,6 +37,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "feed": ("model", "changes"),
         "metrics": ("model",),
         "runner": ("model", "errors", "process"),
+        # Outbound HTTP for callbacks: the address guard, signing, one attempt.
+        "outbound": (),
         # The one owner of lifecycle rules: interfaces only, never a backend or HTTP.
         "service": (
             "model",
@@ -50,6 +52,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "feed",
             "metrics",
             "redact",
+            "outbound",
         ),
         # HTTP in front of the service: no store, process, runner or policy.
         "api": ("model", "errors", "settings", "service", "metrics", "tokens", "validation"),
@@ -78,6 +81,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "settings",
             "api",
             "metrics",
+            "outbound",
             "policy",
             "posture",
             "process",

@@ -18,6 +18,7 @@ from pericles import policy as command_policy
 from pericles import process
 from pericles.api.app import create_app
 from pericles.metrics import Metrics
+from pericles.outbound.sender import Sender
 from pericles.posture import log_posture
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
@@ -47,7 +48,12 @@ class Server:
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.max_output)
         self.runner = LocalRunner(settings.inherit_env, settings.max_stdin, self.run_as)
-        self.service = Service(settings, self.store, self.runner, self.metrics, self.policy)
+        self.sender = Sender(
+            settings.callback_allow, settings.callback_timeout, settings.callback_concurrency
+        )
+        self.service = Service(
+            settings, self.store, self.runner, self.metrics, self.policy, self.sender
+        )
 
     async def open(self) -> None:
         """Open the store, then the runner; take up what the store kept. Call once.

@@ -15,6 +15,7 @@ from pericles import __version__
 from pericles.api import (
     check,
     control,
+    deliveries,
     events,
     index,
     openapi,
@@ -79,7 +80,14 @@ def create_app(
     guard: list[DependsParam] = [Depends(authorize), known] if tokens else [known]
     denied: dict[int | str, dict[str, Any]] = AUTH_RESPONSES if tokens else {}
     # check before payloads: its path must not be taken for a payload id by a later route.
-    routers = (check.router, payloads.router, output.router, events.router, control.router)
+    routers = (
+        check.router,
+        payloads.router,
+        output.router,
+        events.router,
+        control.router,
+        deliveries.router,
+    )
     for router in routers:
         app.include_router(
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}

@@ -19,6 +19,7 @@ from pericles import validation
 from pericles.api.methods import allowed_methods
 from pericles.errors import (
     AlreadyTerminal,
+    DeliveryNotFound,
     InvalidSignal,
     InvalidSpec,
     InvalidTransition,
@@ -111,6 +112,7 @@ def problem_response(
 # Most specific class first: the first match wins.
 _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (PayloadNotFound, 404, "payload-not-found"),
+    (DeliveryNotFound, 404, "delivery-not-found"),
     (AlreadyTerminal, 409, "already-terminal"),
     (InvalidTransition, 409, "invalid-transition"),
     (NotRunning, 409, "not-running"),

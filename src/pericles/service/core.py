@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from pericles.errors import (
     AlreadyTerminal,
+    DeliveryNotFound,
     InvalidSignal,
     NotRunning,
     PayloadNotFound,
@@ -31,6 +32,7 @@ from pericles.lifecycle.retention import Retention
 from pericles.metrics import Metrics
 from pericles.model import (
     ALLOWED_SIGNALS,
+    Delivery,
     ListQuery,
     Page,
     Payload,
@@ -41,9 +43,11 @@ from pericles.model import (
     signal_name,
     utcnow,
 )
+from pericles.outbound.sender import Sender
 from pericles.policy import Decision, Policy
 from pericles.runner import Runner
 from pericles.service.admission import Admission
+from pericles.service.callbacks import Callbacks
 from pericles.service.following import follow, wait_for_end
 from pericles.service.records import Records, check_transition
 from pericles.service.recovery import Waiting, recover
@@ -62,6 +66,7 @@ class Service:
         runner: Runner,
         metrics: Metrics | None = None,
         policy: Policy | None = None,
+        sender: Sender | None = None,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -73,6 +78,12 @@ class Service:
         self._queue: PendingQueue[Waiting] = PendingQueue()
         self._runs: dict[str, Run] = {}
         self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
+        #: Without a sender (the in-process tests), no callback is ever sent.
+        self._callbacks = (
+            Callbacks(settings, store, sender, metrics) if sender is not None else None
+        )
+        if self._callbacks is not None:
+            self._records.listeners.append(self._callbacks.published)
 
     @property
     def store(self) -> Store:
@@ -314,11 +325,27 @@ class Service:
         run = await self._running(payload_id, "take stdin")
         run.write_stdin(data, close)
 
+    # -- callback deliveries -------------------------------------------------------------
+
+    async def deliveries(self, payload_id: str) -> builtins.list[Delivery]:
+        """A payload's callback deliveries and their attempts, oldest first."""
+        return await self.store.deliveries(payload_id)
+
+    async def redeliver(self, payload_id: str, delivery_id: str) -> Delivery:
+        """Send a delivery's event again, as a new delivery; raises `DeliveryNotFound`."""
+        if self._callbacks is None:
+            await self.store.deliveries(payload_id)  # PayloadNotFound when it is unknown
+            raise DeliveryNotFound(payload_id, delivery_id)
+        return await self._callbacks.redeliver(payload_id, delivery_id)
+
     # -- start and shutdown --------------------------------------------------------------
 
     async def recover(self) -> None:
         """Take up the payloads a durable store kept (`service.recovery`); call once, before
         serving."""
+        # Senders first: deliveries the store kept are queued before recovery adds more.
+        if self._callbacks is not None:
+            await self._callbacks.resume()
         await recover(self._records, self._runner, self._admission, self._queue)
         self._schedule()
 
@@ -335,4 +362,7 @@ class Service:
         # Runs not started yet see `_accepting` is off and end their payload as cancelled.
         await asyncio.gather(*(run.task for run in runs), return_exceptions=True)
         self._records.close()
+        if self._callbacks is not None:
+            # Deliveries not sent yet stay in the store (a durable one sends them next start).
+            await self._callbacks.close()
         log.info("shutdown: every payload has ended")

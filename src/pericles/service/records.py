@@ -1,9 +1,9 @@
 """The one write path for records: every change is checked, stored, then published.
 
 `Records.move` checks a move against `model.TRANSITIONS`, stores the new record, and tells
-everyone who watches (the log, metrics, the status feed, waiting readers). An ended record
-joins retention, which forgets it later. Output is appended here too, so readers are woken
-by the same notifier whatever changed.
+everyone who watches (the log, metrics, the status feed, waiting readers, then `listeners`:
+the callback engine). An ended record joins retention, which forgets it later. Output is
+appended here too, so readers are woken by the same notifier whatever changed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pericles.changes import Changes
@@ -69,6 +69,8 @@ class Records:
         #: Woken on every change of a payload: its output or its status.
         self.changes = Changes()
         self.feed = StatusFeed()
+        #: Told of every write after the above, in order (the callback engine, if any).
+        self.listeners: list[Callable[[Payload, Status | None], None]] = []
 
     async def add(self, record: Payload) -> None:
         """Keep a new pending record and publish it."""
@@ -96,6 +98,8 @@ class Records:
         self.changes.notify(record.id)
         if record.terminal:
             self.changes.forget(record.id)
+        for listener in self.listeners:
+            listener(record, before)
 
     async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
         """Keep `data` as the next output of `stream`; (bytes written, bytes dropped) so far."""

@@ -33,7 +33,7 @@ from typing import ParamSpec, TypeVar
 from pydantic import TypeAdapter
 
 from pericles.errors import StoreUnavailable
-from pericles.model import Payload
+from pericles.model import Delivery, Payload
 from pericles.store.base import Store
 from pericles.store.output import OutputLog
 from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, total_rows
@@ -45,6 +45,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _RECORDS = TypeAdapter(Payload)
+_DELIVERIES = TypeAdapter(Delivery)
 #: Free pages (4 KiB each) past which deleting records gives space back to the file system.
 _VACUUM_PAGES = 256
 #: Seconds before a batch that failed is tried again.
@@ -77,12 +78,15 @@ class _Batch:
     puts: dict[str, Payload] = dataclasses.field(default_factory=dict)
     outputs: dict[str, _Snapshot] = dataclasses.field(default_factory=dict)
     deletes: set[str] = dataclasses.field(default_factory=set)
+    deliveries: dict[str, Delivery] = dataclasses.field(default_factory=dict)
     meta: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Resolved once the batch is committed: awaited by `add` and `set_meta`.
     committed: asyncio.Future[None] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.adds or self.puts or self.outputs or self.deletes or self.meta)
+        return bool(
+            self.adds or self.puts or self.outputs or self.deletes or self.deliveries or self.meta
+        )
 
 
 class SqliteStore(Store):
@@ -194,12 +198,29 @@ class SqliteStore(Store):
         self._next.adds.pop(payload_id, None)
         self._next.puts.pop(payload_id, None)
         self._next.outputs.pop(payload_id, None)
+        for delivery_id in [
+            k for k, d in self._next.deliveries.items() if d.payload_id == payload_id
+        ]:
+            del self._next.deliveries[delivery_id]
         self._next.deletes.add(payload_id)
         self._flush()
 
     async def _persist_meta(self, key: str, value: str) -> None:
         self._next.meta[key] = value
         await self._commit()
+
+    def _persist_delivery(self, delivery: Delivery) -> None:
+        self._next.deliveries[delivery.id] = delivery
+        self._flush()
+
+    async def _load_deliveries(self) -> list[Delivery]:
+        rows = await self._on_thread(self._read_deliveries)
+        return [_DELIVERIES.validate_json(row[0]) for row in rows]
+
+    def _read_deliveries(self) -> list[tuple[str]]:
+        return (
+            self._connection().execute("SELECT delivery FROM deliveries ORDER BY rowid").fetchall()
+        )
 
     async def _load_output(self, payload_id: str) -> OutputLog | None:
         chunks, totals = await self._on_thread(self._read_output, payload_id)
@@ -270,6 +291,9 @@ class SqliteStore(Store):
             if payload_id in self._records:
                 later.outputs.setdefault(payload_id, output)
         later.deletes |= batch.deletes
+        for delivery_id, delivery in batch.deliveries.items():
+            if delivery.payload_id in self._records:
+                later.deliveries.setdefault(delivery_id, delivery)
         for key, value in batch.meta.items():
             later.meta.setdefault(key, value)
 
@@ -327,8 +351,14 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
             "INSERT INTO output_streams (payload_id, stream, total) VALUES (?, ?, ?)",
             [(payload_id, *row) for row in snapshot.totals],
         )
+    if batch.deliveries:
+        conn.executemany(
+            "INSERT OR REPLACE INTO deliveries (id, payload_id, delivery) VALUES (?, ?, ?)",
+            [(d.id, d.payload_id, _DELIVERIES.dump_json(d)) for d in batch.deliveries.values()],
+        )
     for payload_id in batch.deletes:
         conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,))
+        conn.execute("DELETE FROM deliveries WHERE payload_id = ?", (payload_id,))
         _delete_output(conn, payload_id)
     if batch.meta:
         conn.executemany(
