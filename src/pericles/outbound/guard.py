@@ -90,21 +90,22 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-        # Every address must pass: a name that resolves to a public and a private address
-        # would otherwise reach the private one whenever the public one fails.
-        for address in addresses:
-            why = self._allowed.refusal(host, address)
-            if why is not None:
-                raise AddressRefused(why)
+        # Only addresses that pass are ever connected to: a name resolving to a public and
+        # a private address reaches the public one only.
+        allowed = [a for a in addresses if self._allowed.refusal(host, a) is None]
+        if not allowed:
+            first = self._allowed.refusal(host, addresses[0]) if addresses else None
+            raise AddressRefused(first or f"{host} resolves to no address")
         last: Exception | None = None
-        for address in addresses:
+        for address in allowed:
             try:
                 return await self._inner.connect_tcp(
                     str(address), port, timeout, local_address, socket_options
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
-        raise last or httpcore.ConnectError(f"{host} resolves to no address")
+        assert last is not None
+        raise last
 
     async def connect_unix_socket(
         self,
