@@ -329,3 +329,27 @@ def test_sqlite_restart_mid_retry_resumes(receiver: Receiver, tmp_path: Path) ->
     assert [a["status_code"] for a in done["attempts"]] == [429, 204]
     assert receiver.tries[done["id"]] == 2
     assert verifies(receiver.accepted[done["id"]])
+
+
+def test_a_token_with_its_own_callback_secret_signs_with_it(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(
+        '[[token]]\nname = "ci"\nsecret = "ci-token-0123456789"\nscope = "run"\n'
+        'callback_secret = "ci-own-callback-key"\n\n'
+        '[[token]]\nname = "bot"\nsecret = "bot-token-0123456789"\nscope = "run"\n'
+    )
+    args = (*FAST, "--tokens-file", str(tokens), "--callback-allow", "127.0.0.1")
+    with running_server(*args) as srv:
+        signed = {}
+        for name in ("ci", "bot"):
+            auth = {"Authorization": f"Bearer {name}-token-0123456789"}
+            with srv.client(headers=auth) as client:
+                record = post(client, "/bin/true", callbacks=[{"url": receiver.url("/ok")}])
+                signed[name] = receiver.accepted[settled(client, record["id"], 1)[0]["id"]]
+    ci = signed["ci"]
+    mac = hmac.new(b"ci-own-callback-key", ci.timestamp.encode() + b"." + ci.body, hashlib.sha256)
+    assert ci.signature == "v1=" + mac.hexdigest()
+    assert not verifies(ci)
+    assert verifies(signed["bot"])  # no key of its own: --callback-secret

@@ -599,6 +599,8 @@ class Delivery:
     next_attempt_at: datetime | None = None
     #: The delivery this one sends again (`POST .../redeliver`).
     redelivery_of: str | None = None
+    #: The name of the token that created the payload: its own callback key signs this.
+    created_by: str | None = None
 
     @property
     def done(self) -> bool:

@@ -52,7 +52,13 @@ class Server:
             settings.callback_allow, settings.callback_timeout, settings.callback_concurrency
         )
         self.service = Service(
-            settings, self.store, self.runner, self.metrics, self.policy, self.sender
+            settings,
+            self.store,
+            self.runner,
+            self.metrics,
+            self.policy,
+            self.sender,
+            self.tokens.callback_secrets(),
         )
 
     async def open(self) -> None:

@@ -9,6 +9,7 @@ a TOML file with one `[[token]]` table per token:
     name = "ci"
     secret = "..."
     scope = "run"
+    callback_secret = "..."   # optional: signs the callbacks of payloads this token creates
 
 This module knows nothing of HTTP: the API layer asks `TokenSet.match` and decides.
 """
@@ -48,6 +49,8 @@ class Token:
     scope: Scope
     # Only a digest is kept, so comparisons take the same time whatever the secret's length.
     digest: bytes
+    #: Key of the callbacks of payloads this token created, instead of --callback-secret.
+    callback_secret: str | None = None
 
     def __repr__(self) -> str:
         return f"Token(name={self.name!r}, scope={self.scope.value!r})"
@@ -57,7 +60,9 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def make_token(name: str, secret: str, scope: Scope | str) -> Token:
+def make_token(
+    name: str, secret: str, scope: Scope | str, callback_secret: str | None = None
+) -> Token:
     if not name or not name.isprintable():
         raise TokenConfigError(f"token name {name!r} must be non-empty printable text")
     if len(secret) < MIN_SECRET_LENGTH or not secret.isprintable() or secret != secret.strip():
@@ -66,7 +71,7 @@ def make_token(name: str, secret: str, scope: Scope | str) -> Token:
             "characters without surrounding spaces"
         )
     try:
-        return Token(name, Scope(scope), _digest(secret))
+        return Token(name, Scope(scope), _digest(secret), callback_secret)
     except ValueError:
         raise TokenConfigError(f"token {name!r}: scope must be 'read' or 'run'") from None
 
@@ -89,6 +94,10 @@ class TokenSet:
     def __len__(self) -> int:
         return len(self._tokens)
 
+    def callback_secrets(self) -> dict[str, str]:
+        """Each token's own callback key, by token name (for those that have one)."""
+        return {t.name: t.callback_secret for t in self._tokens if t.callback_secret}
+
     def match(self, presented: str) -> Token | None:
         """The token whose secret is `presented`, or None.
 
@@ -107,13 +116,18 @@ class TokenSet:
 def _from_table(index: int, table: Any) -> Token:
     if not isinstance(table, dict):
         raise TokenConfigError(f"token #{index}: must be a table")
-    unknown = set(table) - {"name", "secret", "scope"}
+    unknown = set(table) - {"name", "secret", "scope", "callback_secret"}
     if unknown:
         raise TokenConfigError(f"token #{index}: unknown keys {', '.join(sorted(unknown))}")
     name, secret, scope = (table.get(key) for key in ("name", "secret", "scope"))
     if not (isinstance(name, str) and isinstance(secret, str) and isinstance(scope, str)):
         raise TokenConfigError(f"token #{index}: name, secret and scope must all be strings")
-    return make_token(name, secret, scope)
+    callback_secret = table.get("callback_secret")
+    if callback_secret is not None and (
+        not isinstance(callback_secret, str) or not callback_secret
+    ):
+        raise TokenConfigError(f"token {name!r}: callback_secret must be a non-empty string")
+    return make_token(name, secret, scope, callback_secret)
 
 
 def read_tokens_file(path: Path) -> list[Token]:

@@ -89,7 +89,12 @@ class Callbacks:
     """The delivery engine: creates, keeps, sends and retries deliveries."""
 
     def __init__(
-        self, settings: Settings, store: Store, sender: Sender, metrics: Metrics | None
+        self,
+        settings: Settings,
+        store: Store,
+        sender: Sender,
+        metrics: Metrics | None,
+        token_secrets: dict[str, str] | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -97,6 +102,8 @@ class Callbacks:
         self._server_urls = list(settings.callback_url)
         secret = settings.callback_secret
         self._secret = secret.get_secret_value() if secret is not None else None
+        #: Keys of tokens that have their own (`callback_secret` in the tokens file).
+        self._token_secrets = dict(token_secrets or {})
         self._retries = settings.callback_retries
         self._backoff = settings.callback_backoff
         self._concurrency = settings.callback_concurrency
@@ -146,7 +153,10 @@ class Callbacks:
             return
         body = orjson.dumps(record_fields(record), option=_JSON).decode()
         now = utcnow()
-        deliveries = [Delivery(new_id(), record.id, event, url, body, now) for url in urls]
+        deliveries = [
+            Delivery(new_id(), record.id, event, url, body, now, created_by=record.created_by)
+            for url in urls
+        ]
         self._spawn(self._start(deliveries))
 
     async def redeliver(self, payload_id: str, delivery_id: str) -> Delivery:
@@ -161,6 +171,7 @@ class Callbacks:
                     kept.body,
                     utcnow(),
                     redelivery_of=kept.id,
+                    created_by=kept.created_by,
                 )
                 await self._start([again])
                 return again
@@ -228,8 +239,9 @@ class Callbacks:
             "Pericles-Delivery": delivery.id,
             "Pericles-Timestamp": timestamp,
         }
-        if self._secret is not None:
-            headers["Pericles-Signature"] = signature(self._secret, timestamp, body)
+        secret = self._token_secrets.get(delivery.created_by or "", self._secret)
+        if secret is not None:
+            headers["Pericles-Signature"] = signature(secret, timestamp, body)
         at = utcnow()
         answer = await self._sender.post(delivery.url, body, headers)
         updated = self._outcome(delivery, answer, at)

@@ -67,6 +67,7 @@ class Service:
         metrics: Metrics | None = None,
         policy: Policy | None = None,
         sender: Sender | None = None,
+        callback_secrets: dict[str, str] | None = None,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -80,7 +81,9 @@ class Service:
         self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
         #: Without a sender (the in-process tests), no callback is ever sent.
         self._callbacks = (
-            Callbacks(settings, store, sender, metrics) if sender is not None else None
+            Callbacks(settings, store, sender, metrics, callback_secrets)
+            if sender is not None
+            else None
         )
         if self._callbacks is not None:
             self._records.listeners.append(self._callbacks.published)
