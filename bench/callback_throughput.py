@@ -44,7 +44,7 @@ class Receiver:
                 await reader.readexactly(int(head[start : head.index(b"\r\n", start)]))
                 self.count += 1
                 writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()

@@ -69,10 +69,9 @@ def retry_delay(retries_so_far: int, backoff: float, retry_after: str | None) ->
         given = _retry_after_seconds(retry_after)
         if given is not None:
             return min(max(given, 0.0), MAX_DELAY)
-    base = min(backoff * 2.0**retries_so_far, MAX_DELAY)
     # Jitter: receivers that failed together are not hit again all at the same moment.
     jitter: float = random.uniform(0.75, 1.25)
-    return base * jitter
+    return min(backoff * 2.0 ** min(retries_so_far, 60) * jitter, MAX_DELAY)
 
 
 def _retry_after_seconds(value: str) -> float | None:
