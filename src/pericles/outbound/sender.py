@@ -29,7 +29,7 @@ class Answer:
     retry_after: str | None = None
     excerpt: str | None = None
     error: str | None = None
-    #: The address was refused by the guard: trying again cannot help.
+    #: The address was refused by the guard, or the URL cannot be sent: final.
     refused: bool = False
 
 
@@ -58,7 +58,10 @@ class Sender:
                     bytes(data[:EXCERPT_LIMIT]).decode("utf-8", "replace") or None,
                 )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            refused = isinstance(exc.__cause__, AddressRefused)
+            # A refused address or a URL that cannot be sent: trying again cannot help.
+            refused = isinstance(exc, httpx.InvalidURL) or isinstance(
+                exc.__cause__, AddressRefused | httpx.InvalidURL
+            )
             reason = str(exc) or type(exc).__name__
             return Answer(time.monotonic() - started, error=reason, refused=refused)
 
