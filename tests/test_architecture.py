@@ -34,6 +34,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "process": ("model", "errors"),
         "store": ("model", "errors"),
         "policy": ("model", "errors", "envhooks"),
+        # Named actions: the file, argument types and schema, argv rendering, hook checks.
+        "actions": ("model", "errors", "envhooks"),
         "feed": ("model", "changes"),
         "metrics": ("model",),
         "runner": ("model", "errors", "process"),
@@ -55,7 +57,16 @@ ALLOWED: dict[str, frozenset[str]] = {
             "outbound",
         ),
         # HTTP in front of the service: no store, process, runner or policy.
-        "api": ("model", "errors", "settings", "service", "metrics", "tokens", "validation"),
+        "api": (
+            "model",
+            "errors",
+            "settings",
+            "service",
+            "metrics",
+            "tokens",
+            "validation",
+            "actions",
+        ),
         # Speaks HTTP only.
         "client": ("model", "errors", "validation"),
         "cli": ("model", "errors", "client", "validation"),
@@ -67,6 +78,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "settings",
             "server",
             "api",
+            "actions",
             "logs",
             "tokens",
             "policy",
@@ -79,6 +91,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "model",
             "errors",
             "settings",
+            "actions",
             "api",
             "metrics",
             "outbound",

@@ -3,6 +3,8 @@
     PericlesError
      +-- PayloadNotFound      no payload has that id
      +-- InvalidSpec          the request asks for something that cannot be run
+     |    +-- InvalidArgs     a named action's arguments are not valid (names each one)
+     +-- ActionNotFound       no action has that name
      |    +-- InvalidSignal   a signal not on the allow-list
      +-- PolicyDenied         the command policy refuses the request (names the rule, why)
      +-- InvalidTransition    a payload cannot move from its state to the one asked
@@ -57,6 +59,16 @@ class InvalidSpec(PericlesError):
     def __init__(self, message: str | None = None, errors: Sequence[FieldError] = ()) -> None:
         self.errors = tuple(errors)
         super().__init__(message or "; ".join(f"{e.loc or 'body'}: {e.msg}" for e in errors))
+
+
+class InvalidArgs(InvalidSpec):
+    """A named action's arguments are not valid; `errors` name each one (`args.NAME`)."""
+
+
+class ActionNotFound(PericlesError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no action is named {name!r}")
+        self.name = name
 
 
 class InvalidSignal(InvalidSpec):

@@ -384,6 +384,25 @@ class PayloadSpec(BaseModel):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Invocation:
+    """What a named action adds to the spec it rendered: who it was, and how it may run.
+
+    The service admits the spec as any other; these say what the record shows and which
+    lock the run must hold.
+    """
+
+    action: str
+    #: The arguments as validated, secrets left out: what the record shows.
+    args: dict[str, Any]
+    #: Runs sharing a lock name run at most `lock_limit` at a time; the rest wait pending.
+    lock: str | None = None
+    lock_limit: int = 1
+    #: Environment names the action itself declares (its `env` and secret arguments): the
+    #: caller chose none of them, so a policy's environment allow-list accepts them.
+    declared_env: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Payload:
     """One payload's record, as stored and as rendered.
 
@@ -457,6 +476,17 @@ class Payload:
         list[dict[str, Any]] | None,
         Field(description="Its callbacks: url and the events each is told of"),
     ] = None
+    action: Annotated[
+        str | None, Field(description="The named action that created it (POST /actions/...)")
+    ] = None
+    args: Annotated[
+        dict[str, Any] | None,
+        Field(description="The action's arguments as validated; secret ones are left out"),
+    ] = None
+    lock: Annotated[
+        str | None,
+        Field(description="The action's lock: it waits pending while another run holds it"),
+    ] = None
 
     @property
     def state(self) -> Status:
@@ -473,8 +503,9 @@ class Payload:
         payload_id: str,
         created_at: datetime,
         created_by: str | None = None,
+        invocation: Invocation | None = None,
     ) -> Payload:
-        """A new pending record echoing `spec`."""
+        """A new pending record echoing `spec`, and the action that made it, if one did."""
         return cls(
             status=Status.PENDING.value,
             cmd=spec.cmd,
@@ -493,6 +524,9 @@ class Payload:
             created_by=created_by,
             secret_env_names=sorted(spec.secret_env) if spec.secret_env else None,
             callbacks=[c.as_record() for c in spec.callbacks] if spec.callbacks else None,
+            action=invocation.action if invocation is not None else None,
+            args=invocation.args if invocation is not None else None,
+            lock=invocation.lock if invocation is not None else None,
         )
 
 
@@ -509,9 +543,13 @@ class ListQuery:
     #: Start after the record with this id (cursor pagination).
     after: str | None = None
     descending: bool = False
+    #: Keep records made by one of these named actions; None keeps all (raw ones too).
+    actions: frozenset[str] | None = None
 
     def matches(self, record: Payload) -> bool:
         if self.statuses and record.state not in self.statuses:
+            return False
+        if self.actions is not None and record.action not in self.actions:
             return False
         if self.labels:
             labels = record.labels or {}

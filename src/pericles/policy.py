@@ -102,13 +102,21 @@ class Rule:
         want, have = self.pattern.split("/"), exe.split("/")
         return len(want) == len(have) and all(map(fnmatch.fnmatchcase, have, want))
 
-    def refusal(self, spec: PayloadSpec, resolved: Resolved) -> str | None:
-        """Why this rule refuses `spec` (whose file it matches), or None when it allows it."""
-        for check in (self._digest, self._params, self._env, self._cwd, self._caps):
-            why = check(spec, resolved)
-            if why is not None:
-                return why
-        return None
+    def refusal(
+        self, spec: PayloadSpec, resolved: Resolved, declared_env: frozenset[str] = frozenset()
+    ) -> str | None:
+        """Why this rule refuses `spec` (whose file it matches), or None when it allows it.
+
+        `declared_env` names variables a named action sets itself: the caller chose none of
+        them (at most a secret's value), so the rule's environment list does not apply.
+        """
+        return (
+            self._digest(spec, resolved)
+            or self._params(spec, resolved)
+            or self._env(spec, declared_env)
+            or self._cwd(spec, resolved)
+            or self._caps(spec, resolved)
+        )
 
     def _digest(self, spec: PayloadSpec, resolved: Resolved) -> str | None:
         if self.sha256 is None or self.sha256 == resolved.sha256:
@@ -129,8 +137,10 @@ class Rule:
                 return f"param {i} {value!r} is not allowed"
         return None
 
-    def _env(self, spec: PayloadSpec, resolved: Resolved) -> str | None:
+    def _env(self, spec: PayloadSpec, declared_env: frozenset[str]) -> str | None:
         for name in [*(spec.env or {}), *(spec.secret_env or {})]:
+            if name in declared_env:
+                continue
             if self.env is not None:
                 if name not in self.env:
                     return f"env {name} is not one the rule accepts"
@@ -159,14 +169,16 @@ class Rule:
 class Policy:
     rules: tuple[Rule, ...]
 
-    def evaluate(self, spec: PayloadSpec, resolved: Resolved) -> Decision:
+    def evaluate(
+        self, spec: PayloadSpec, resolved: Resolved, declared_env: frozenset[str] = frozenset()
+    ) -> Decision:
         """Allowed by the first matching rule that accepts the spec, else refused."""
         exe, sha = resolved.exe, resolved.sha256
         first_refusal: Decision | None = None
         for rule in self.rules:
             if not rule.matches(exe):
                 continue
-            why = rule.refusal(spec, resolved)
+            why = rule.refusal(spec, resolved, declared_env)
             if why is None:
                 reason = f"allowed by {rule.name}"
                 return Decision(

@@ -8,7 +8,7 @@ the reverse order.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from pericles import policy as command_policy
 from pericles import process
+from pericles.actions.source import ActionSource
 from pericles.api.app import create_app
 from pericles.metrics import Metrics
 from pericles.outbound.sender import Sender
@@ -36,14 +37,22 @@ def settings_tokens(settings: Settings) -> TokenSet:
 class Server:
     """One server's parts, built from `settings`; `tokens` default to those the settings name.
 
-    Raises `TokenConfigError`, `PolicyError`, `UnknownIdentity` or `StoreUnavailable` (an
-    unknown store URL) for bad settings. Builds only: nothing is opened or started yet.
+    Raises `TokenConfigError`, `PolicyError`, `ActionsError`, `UnknownIdentity` or
+    `StoreUnavailable` (an unknown store URL) for bad settings. Builds only: nothing is
+    opened or started yet. `environ` is the server's environment, where actions find their
+    `hook_secret_env`.
     """
 
-    def __init__(self, settings: Settings, tokens: TokenSet | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: TokenSet | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.tokens = settings_tokens(settings) if tokens is None else tokens
         self.policy = command_policy.load(settings.allow, settings.policy, process.HOST_PATHS)
+        self.actions = ActionSource(settings.actions, environ or {})
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.max_output)
@@ -76,9 +85,11 @@ class Server:
             raise
         service = self.service
         self.metrics.track_counts(lambda: service.running_count, lambda: service.pending_count)
+        self.actions.watch()  # SIGHUP reloads the actions file, from now on
 
     async def close(self) -> None:
         """Stop every payload (`--shutdown-grace`), then close the runner and the store."""
+        self.actions.unwatch()
         await self.service.shutdown(self.settings.shutdown_grace)
         await self.runner.close()
         await self.store.close()
@@ -101,6 +112,7 @@ class Server:
             self.tokens,
             self.metrics,
             lifespan=self.running if lifespan else None,
+            actions_source=self.actions,
         )
 
 

@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     policy: Annotated[
         str | None, Field(description="TOML file of command rules (see README); none: any")
     ] = None
+    actions: Annotated[
+        str | None,
+        Field(
+            description="TOML file of [[action]] tables: named commands with typed arguments "
+            "(may be the --policy file); SIGHUP reloads it"
+        ),
+    ] = None
     run_as: Annotated[
         str | None,
         Field(

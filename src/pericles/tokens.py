@@ -11,6 +11,12 @@ a TOML file with one `[[token]]` table per token:
     scope = "run"
     callback_secret = "..."   # optional: signs the callbacks of payloads this token creates
 
+    [[token]]
+    name = "ops-button"
+    secret = "..."
+    scope = "run"
+    actions = ["backup"]      # may run these named actions and see their payloads, only
+
 This module knows nothing of HTTP: the API layer asks `TokenSet.match` and decides.
 """
 
@@ -51,9 +57,15 @@ class Token:
     digest: bytes
     #: Key of the callbacks of payloads this token created, instead of --callback-secret.
     callback_secret: str | None = None
+    #: The named actions this token is limited to; None: not limited.
+    actions: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"Token(name={self.name!r}, scope={self.scope.value!r})"
+
+    def sees(self, action: str | None) -> bool:
+        """Whether this token may see a payload that `action` made (None: a raw payload)."""
+        return self.actions is None or (action is not None and action in self.actions)
 
 
 def _digest(secret: str) -> bytes:
@@ -61,7 +73,11 @@ def _digest(secret: str) -> bytes:
 
 
 def make_token(
-    name: str, secret: str, scope: Scope | str, callback_secret: str | None = None
+    name: str,
+    secret: str,
+    scope: Scope | str,
+    actions: frozenset[str] | None = None,
+    callback_secret: str | None = None,
 ) -> Token:
     if not name or not name.isprintable():
         raise TokenConfigError(f"token name {name!r} must be non-empty printable text")
@@ -71,7 +87,7 @@ def make_token(
             "characters without surrounding spaces"
         )
     try:
-        return Token(name, Scope(scope), _digest(secret), callback_secret)
+        return Token(name, Scope(scope), _digest(secret), callback_secret, actions)
     except ValueError:
         raise TokenConfigError(f"token {name!r}: scope must be 'read' or 'run'") from None
 
@@ -116,18 +132,24 @@ class TokenSet:
 def _from_table(index: int, table: Any) -> Token:
     if not isinstance(table, dict):
         raise TokenConfigError(f"token #{index}: must be a table")
-    unknown = set(table) - {"name", "secret", "scope", "callback_secret"}
+    unknown = set(table) - {"name", "secret", "scope", "actions", "callback_secret"}
     if unknown:
         raise TokenConfigError(f"token #{index}: unknown keys {', '.join(sorted(unknown))}")
     name, secret, scope = (table.get(key) for key in ("name", "secret", "scope"))
     if not (isinstance(name, str) and isinstance(secret, str) and isinstance(scope, str)):
         raise TokenConfigError(f"token #{index}: name, secret and scope must all be strings")
+    actions = table.get("actions")
+    if actions is not None and (
+        not isinstance(actions, list) or not all(isinstance(a, str) and a for a in actions)
+    ):
+        raise TokenConfigError(f"token {name!r}: actions must be a list of action names")
     callback_secret = table.get("callback_secret")
     if callback_secret is not None and (
         not isinstance(callback_secret, str) or not callback_secret
     ):
         raise TokenConfigError(f"token {name!r}: callback_secret must be a non-empty string")
-    return make_token(name, secret, scope, callback_secret)
+    listed = frozenset(actions) if actions is not None else None
+    return make_token(name, secret, scope, listed, callback_secret)
 
 
 def read_tokens_file(path: Path) -> list[Token]:

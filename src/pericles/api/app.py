@@ -12,7 +12,10 @@ from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
 from pericles import __version__
+from pericles.actions.hooks import Deliveries
+from pericles.actions.source import ActionSource
 from pericles.api import (
+    actions,
     check,
     control,
     deliveries,
@@ -58,8 +61,12 @@ def create_app(
     tokens: TokenSet,
     metrics: Metrics,
     lifespan: Lifespan | None = None,
+    actions_source: ActionSource | None = None,
 ) -> FastAPI:
-    """The app in front of `service`; `tokens` guard it unless empty, `metrics` count it."""
+    """The app in front of `service`; `tokens` guard it unless empty, `metrics` count it.
+
+    `actions_source` holds the named actions (none when None).
+    """
     app = FastAPI(
         title="Pericles",
         version=__version__,
@@ -71,6 +78,9 @@ def create_app(
     app.state.metrics = metrics
     app.state.rendered = RenderCache()
     app.state.tokens = tokens
+    app.state.actions = actions_source or ActionSource(None, {})
+    # Hook deliveries seen lately, to refuse replays; kept across reloads of the actions.
+    app.state.deliveries = Deliveries()
     problems.install(app)
     openapi.install(app)
     # Without tokens nothing is checked, and the OpenAPI document says so by naming no
@@ -87,6 +97,7 @@ def create_app(
         events.router,
         control.router,
         deliveries.router,
+        actions.router,
     )
     for router in routers:
         app.include_router(
@@ -94,6 +105,8 @@ def create_app(
         )
     app.include_router(index.router, dependencies=[known])
     app.include_router(operations.router, dependencies=[known])
+    # Not behind the token guard: a delivery's signature is its credential.
+    app.include_router(actions.hook_router, responses=problems.PROBLEM_RESPONSES)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
     app.add_middleware(HeadAsGet, routes=app.router.routes)

@@ -4,17 +4,28 @@ With no token configured every route is open, as in the seed. With tokens, each 
 route needs `Authorization: Bearer <secret>`: GET (and HEAD) need a `read` or `run` token,
 anything else a `run` token. The header is the only place a token is read from: a token in
 a query string would end up in access logs, proxies' logs and browser history.
+
+A token limited to named actions (`actions = [...]` in the tokens file) reaches only the
+routes marked `for_limited_tokens` (which show it only its actions and their payloads) and
+the routes of one payload that one of its actions made: any other payload is a 404 to it,
+as if it did not exist, and any other route a 403.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from pericles.api.deps import service_of
 from pericles.api.problems import Problem, problem_doc
+from pericles.errors import PayloadNotFound
 from pericles.tokens import Scope, Token, TokenSet
+
+F = TypeVar("F", bound=Callable[..., Any])
+_LIMITED_OK = "__pericles_for_limited_tokens__"
 
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -70,7 +81,31 @@ async def authorize(
             _challenge("insufficient_scope"),
         )
     request.state.token = token
+    if token.actions is not None:
+        await _within_actions(request, token)
     return token
+
+
+def for_limited_tokens(endpoint: F) -> F:
+    """Mark a route that serves tokens limited to actions, showing them only what is theirs."""
+    setattr(endpoint, _LIMITED_OK, True)
+    return endpoint
+
+
+async def _within_actions(request: Request, token: Token) -> None:
+    payload_id = request.path_params.get("payload_id")
+    if payload_id is not None:
+        record = await service_of(request).get(payload_id)
+        if not token.sees(record.action):
+            raise PayloadNotFound(payload_id)
+        return
+    if not getattr(request.scope.get("endpoint"), _LIMITED_OK, False):
+        allowed = ", ".join(sorted(token.actions or ())) or "none"
+        raise Problem(
+            403,
+            "forbidden",
+            f"token {token.name!r} may only run its actions ({allowed}) and see their payloads",
+        )
 
 
 async def caller(request: Request) -> str | None:
@@ -80,3 +115,12 @@ async def caller(request: Request) -> str | None:
 
 
 CallerDep = Annotated[str | None, Depends(caller)]
+
+
+async def caller_token(request: Request) -> Token | None:
+    """The token that authorized this request; None when auth is off."""
+    found: Token | None = getattr(request.state, "token", None)
+    return found
+
+
+TokenDep = Annotated[Token | None, Depends(caller_token)]

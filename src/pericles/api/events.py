@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 
+from pericles.api.auth import TokenDep, for_limited_tokens
 from pericles.api.deps import ServiceDep
 from pericles.api.problems import Problem
 from pericles.api.render import compact
@@ -142,12 +143,12 @@ def _matches(record: Payload, wanted: frozenset[str]) -> bool:
 
 
 async def _feed_stream(
-    service: Service, after: int, wanted: frozenset[str]
+    service: Service, after: int, wanted: frozenset[str], actions: frozenset[str] | None
 ) -> AsyncIterator[bytes]:
     async for item in service.feed.follow(after, HEARTBEAT_SECONDS):
         if item is None:
             yield HEARTBEAT
-        elif _matches(item[1], wanted):
+        elif _matches(item[1], wanted) and (actions is None or item[1].action in actions):
             yield event("status", _record_json(item[1]), str(item[0]))
 
 
@@ -157,8 +158,10 @@ async def _feed_stream(
     response_class=Response,
     responses=_SSE_DOC,
 )
+@for_limited_tokens
 async def all_events(
     service: ServiceDep,
+    token: TokenDep,
     status: Annotated[
         list[str] | None, Query(description="Only these statuses; `error` matches every error")
     ] = None,
@@ -176,4 +179,5 @@ async def all_events(
         if not last_event_id.isdigit():
             raise Problem(400, "invalid-event-id", f"{last_event_id!r} is not an event id here")
         after = int(last_event_id)
-    return EventStream(_feed_stream(service, after, wanted), headers=SSE_HEADERS)
+    actions = token.actions if token is not None else None
+    return EventStream(_feed_stream(service, after, wanted, actions), headers=SSE_HEADERS)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from pericles.api.auth import CallerDep
+from pericles.api.auth import CallerDep, TokenDep, for_limited_tokens
 from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse, RenderCache
@@ -149,9 +149,11 @@ def _labels(values: list[str]) -> tuple[tuple[str, str], ...]:
     response_model=list[Payload],
     summary="Payloads, oldest first; every one unless filtered or paged",
 )
+@for_limited_tokens
 async def list_payloads(
     request: Request,
     service: ServiceDep,
+    token: TokenDep,
     status: Annotated[
         list[str],
         Query(
@@ -176,6 +178,7 @@ async def list_payloads(
         limit=limit,
         after=after,
         descending=order == "desc",
+        actions=token.actions if token is not None else None,
     )
     page = await service.page(query)
     headers = {}

@@ -18,8 +18,10 @@ from starlette.responses import Response
 from pericles import validation
 from pericles.api.methods import allowed_methods
 from pericles.errors import (
+    ActionNotFound,
     AlreadyTerminal,
     DeliveryNotFound,
+    InvalidArgs,
     InvalidSignal,
     InvalidSpec,
     InvalidTransition,
@@ -113,11 +115,13 @@ def problem_response(
 _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (PayloadNotFound, 404, "payload-not-found"),
     (DeliveryNotFound, 404, "delivery-not-found"),
+    (ActionNotFound, 404, "action-not-found"),
     (AlreadyTerminal, 409, "already-terminal"),
     (InvalidTransition, 409, "invalid-transition"),
     (NotRunning, 409, "not-running"),
     (StillActive, 409, "still-active"),
     (StdinUnavailable, 409, "stdin-unavailable"),
+    (InvalidArgs, 422, "invalid-args"),
     (InvalidSignal, 422, "invalid-signal"),
     (InvalidSpec, 422, "invalid-spec"),
     (PolicyDenied, 403, "policy-denied"),

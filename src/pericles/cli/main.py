@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from pericles import __version__
-from pericles.cli import exitcodes, render
+from pericles.cli import actions, exitcodes, render
 from pericles.cli.attach import attach
 from pericles.client import (
     AlreadyTerminal,
@@ -425,6 +425,9 @@ def rm(
 ) -> None:
     """Forget ended payloads and their output."""
     _each(_client(ctx, server, token), payload_ids, "force" if force else "delete")
+
+
+actions.register(app, _client, _attach_or_cancel)
 
 
 def _report(error: ClientError) -> None:

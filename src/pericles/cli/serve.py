@@ -12,12 +12,14 @@ import errno
 import ipaddress
 import logging
 import logging.config
+import os
 import signal
 import socket
 import sys
 
 import uvicorn
 
+from pericles.actions import ActionsError
 from pericles.api.app import create_app
 from pericles.api.protocol import bounded_head_protocol
 from pericles.cli import flags
@@ -87,15 +89,17 @@ def serve(
     if warning:
         log.warning("%s", warning)
     try:
-        server = Server(settings, tokens)
-    except (PolicyError, UnknownIdentity) as exc:
+        server = Server(settings, tokens, os.environ)
+    except (PolicyError, ActionsError, UnknownIdentity) as exc:
         sock.close()
         raise _fail(str(exc)) from None
     except StoreUnavailable as exc:
         sock.close()
         raise _store_failed(settings, exc) from None
     # Looked up in this module when called: bench/hello_serve.py swaps it for its own app.
-    app = create_app(server.service, settings, server.tokens, server.metrics)
+    app = create_app(
+        server.service, settings, server.tokens, server.metrics, actions_source=server.actions
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

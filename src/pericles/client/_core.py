@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -208,6 +209,24 @@ def write_stdin(payload_id: str, data: str | bytes, close: bool) -> Call[None]:
 def delete(payload_id: str, force: bool) -> Call[None]:
     params = [("force", "true")] if force else []
     return Call("DELETE", f"/payloads/{payload_id}", _nothing, params, payload_id=payload_id)
+
+
+def _json(response: httpx.Response) -> Any:
+    return response.json()
+
+
+def actions() -> Call[list[dict[str, Any]]]:
+    return Call("GET", "/actions", _json)
+
+
+def action(name: str) -> Call[dict[str, Any]]:
+    return Call("GET", f"/actions/{quote(name, safe='')}", _json)
+
+
+def run_action(name: str, args: Mapping[str, Any], idempotency_key: str | None) -> Call[Payload]:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    path = f"/actions/{quote(name, safe='')}/run"
+    return Call("POST", path, _record, json={"args": dict(args)}, headers=headers)
 
 
 def output(payload_id: str, stream: StreamName, offset: int) -> Call[Output]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -140,6 +141,23 @@ class AsyncClient:
 
     async def write_stdin(self, payload_id: str, data: str | bytes, close: bool = False) -> None:
         await self._send(_core.write_stdin(payload_id, data, close))
+
+    async def actions(self) -> builtins.list[dict[str, Any]]:
+        """The named actions this token may run, each with the JSON Schema of its args."""
+        return await self._send(_core.actions())
+
+    async def action(self, name: str) -> dict[str, Any]:
+        return await self._send(_core.action(name))
+
+    async def run_action(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Payload:
+        """Run a named action; its payload's pending record."""
+        return await self._send(_core.run_action(name, args or {}, idempotency_key))
 
     async def delete(self, payload_id: str, force: bool = False) -> None:
         await self._send(_core.delete(payload_id, force))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -154,6 +155,23 @@ class Client:
 
     def write_stdin(self, payload_id: str, data: str | bytes, close: bool = False) -> None:
         self._send(_core.write_stdin(payload_id, data, close))
+
+    def actions(self) -> builtins.list[dict[str, Any]]:
+        """The named actions this token may run, each with the JSON Schema of its args."""
+        return self._send(_core.actions())
+
+    def action(self, name: str) -> dict[str, Any]:
+        return self._send(_core.action(name))
+
+    def run_action(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Payload:
+        """Run a named action; its payload's pending record."""
+        return self._send(_core.run_action(name, args or {}, idempotency_key))
 
     def delete(self, payload_id: str, force: bool = False) -> None:
         """Forget an ended payload; `force` cancels an active one first."""

@@ -67,12 +67,21 @@ class Admission:
         #: Which commands may run; None: any (the seed's behaviour).
         self._policy = policy
 
-    async def decide(self, spec: PayloadSpec, caller: str | None = None) -> Admitted | Refusal:
-        """Whether `spec` may run for `caller`, and as what; starts and stores nothing."""
+    async def decide(
+        self,
+        spec: PayloadSpec,
+        caller: str | None = None,
+        declared_env: frozenset[str] = frozenset(),
+    ) -> Admitted | Refusal:
+        """Whether `spec` may run for `caller`, and as what; starts and stores nothing.
+
+        `declared_env` names the variables a named action sets itself (its `env` and its
+        secret arguments): the caller chose none of those names, so the policy accepts them.
+        """
         errors = [*self._size_errors(spec), *self._runner.check(spec)]
         if errors:
             return Refusal("invalid-spec", tuple(errors))
-        decision, resolved = await self._decide(spec)
+        decision, resolved = await self._decide(spec, declared_env)
         if not decision.allowed:
             return Refusal("policy-denied", (FieldError("cmd", decision.reason),), decision)
         capped = self._capped(spec, decision)
@@ -80,9 +89,14 @@ class Admission:
             return capped
         return Admitted(capped, resolved, decision, caller)
 
-    async def admit(self, spec: PayloadSpec, caller: str | None = None) -> Admitted:
+    async def admit(
+        self,
+        spec: PayloadSpec,
+        caller: str | None = None,
+        declared_env: frozenset[str] = frozenset(),
+    ) -> Admitted:
         """`decide`, raising the refusal: `InvalidSpec` or `PolicyDenied`."""
-        answer = await self.decide(spec, caller)
+        answer = await self.decide(spec, caller, declared_env)
         if isinstance(answer, Refusal):
             raise answer.error()
         return answer
@@ -123,14 +137,16 @@ class Admission:
                 errors.append(FieldError("stdin", f"{size} bytes is over the limit of {limit}"))
         return errors
 
-    async def _decide(self, spec: PayloadSpec) -> tuple[Decision, Resolved | None]:
+    async def _decide(
+        self, spec: PayloadSpec, declared_env: frozenset[str] = frozenset()
+    ) -> tuple[Decision, Resolved | None]:
         if self._policy is None:
             return NO_POLICY, None
         try:
             resolved = await self._runner.identify(spec)
         except StartFailed as exc:
             return unresolved(spec, exc.reason), None
-        return self._policy.evaluate(spec, resolved), resolved
+        return self._policy.evaluate(spec, resolved, declared_env), resolved
 
     def _caps(self, decision: Decision) -> dict[str, tuple[float | None, float | None]]:
         """Per capped field: (the rule's cap, the server's cap)."""

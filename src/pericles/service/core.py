@@ -27,12 +27,14 @@ from pericles.errors import (
 )
 from pericles.feed import StatusFeed
 from pericles.lifecycle.idempotency import IdempotencyKeys
+from pericles.lifecycle.locks import Locks
 from pericles.lifecycle.queue import PendingQueue
 from pericles.lifecycle.retention import Retention
 from pericles.metrics import Metrics
 from pericles.model import (
     ALLOWED_SIGNALS,
     Delivery,
+    Invocation,
     ListQuery,
     Page,
     Payload,
@@ -77,6 +79,10 @@ class Service:
         )
         self._accepting = True
         self._queue: PendingQueue[Waiting] = PendingQueue()
+        # Payloads whose action's lock others hold wait here, not in the queue.
+        self._locks: Locks[Waiting] = Locks()
+        #: The limit each lock was last asked with (a record keeps only the lock's name).
+        self._lock_limits: dict[str, int] = {}
         self._runs: dict[str, Run] = {}
         self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
         #: Without a sender (the in-process tests), no callback is ever sent.
@@ -98,7 +104,7 @@ class Service:
 
     @property
     def active_count(self) -> int:
-        return len(self._runs) + len(self._queue)
+        return len(self._runs) + self.pending_count
 
     @property
     def running_count(self) -> int:
@@ -106,7 +112,7 @@ class Service:
 
     @property
     def pending_count(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._locks)
 
     async def unready_reason(self) -> str | None:
         """Why the service cannot take payloads now, or None when it can."""
@@ -125,11 +131,16 @@ class Service:
     # -- create, queue, start -------------------------------------------------------------
 
     async def create(
-        self, spec: PayloadSpec, idempotency_key: str | None = None, created_by: str | None = None
+        self,
+        spec: PayloadSpec,
+        idempotency_key: str | None = None,
+        created_by: str | None = None,
+        invocation: Invocation | None = None,
     ) -> Payload:
         """Store a new pending payload and queue its start; returns the pending record.
 
-        `created_by` names who asked (the token's name), recorded as given.
+        `created_by` names who asked (the token's name), recorded as given. `invocation` is
+        the named action that rendered `spec`: the record shows it, and its lock holds.
 
         With an `idempotency_key` seen in the last 24 h, returns that key's payload instead.
         Raises `InvalidSpec` for what the server's caps or runner refuse, `ServiceUnavailable`
@@ -139,12 +150,16 @@ class Service:
             raise ServiceUnavailable("the server is shutting down")
         if idempotency_key is not None and (first := await self._by_key(idempotency_key)):
             return first
-        admitted = await self._admission.admit(spec, created_by)
-        if not self._has_slot() and len(self._queue) >= self._settings.max_pending:
+        declared = invocation.declared_env if invocation is not None else frozenset()
+        admitted = await self._admission.admit(spec, created_by, declared)
+        if not self._has_slot() and self.pending_count >= self._settings.max_pending:
             raise ServiceUnavailable(
-                f"{len(self._queue)} payloads are waiting already (--max-pending)", retry_after=1
+                f"{self.pending_count} payloads are waiting already (--max-pending)",
+                retry_after=1,
             )
-        record = Payload.from_spec(admitted.spec, new_id(), utcnow(), created_by)
+        record = Payload.from_spec(admitted.spec, new_id(), utcnow(), created_by, invocation)
+        if invocation is not None and invocation.lock is not None:
+            self._lock_limits[invocation.lock] = invocation.lock_limit
         # Noted before the first await, so a concurrent retry with the key finds this payload.
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)
@@ -183,6 +198,11 @@ class Service:
             if waiting is None:
                 return
             record, admitted = waiting
+            if record.lock is not None:
+                limit = self._lock_limits.get(record.lock, 1)
+                if not self._locks.take(record.lock, limit, record.id):
+                    self._locks.wait(record.lock, record.id, waiting)
+                    continue
             run = Run(
                 record,
                 admitted,
@@ -197,10 +217,19 @@ class Service:
 
     def _on_run_done(self, run: Run, task: asyncio.Task[None]) -> None:
         self._runs.pop(run.payload_id, None)
+        self._unlock(run.record)
         run.closed()
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("payload %s: driving it failed", run.payload_id, exc_info=exc)
         self._schedule()
+
+    def _unlock(self, record: Payload) -> None:
+        """Let go of the payload's lock, if it holds one; the next in line queues to start."""
+        if record.lock is None:
+            return
+        following = self._locks.release(record.lock, record.id)
+        if following is not None:
+            self._queue.push(following[0].id, following[1].spec.priority, following)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -217,7 +246,7 @@ class Service:
     async def page(self, query: ListQuery) -> Page:
         """The records `query` asks for; pending ones show their place in the queue."""
         page = await self.store.query(query)
-        if not self._runs and not self._queue:
+        if not self._runs and not self._queue and not self._locks:
             return page
         positions = self._queue.positions() if self._queue else {}
         records = [
@@ -236,9 +265,18 @@ class Service:
 
     def _with_queue_info(self, record: Payload, position: int | None) -> Payload:
         if position is None:
-            return record
+            return self._with_lock_info(record)
         reason = f"waiting for a free slot: {len(self._runs)} running (--max-running)"
         return dataclasses.replace(record, queue_position=position, pending_reason=reason)
+
+    def _with_lock_info(self, record: Payload) -> Payload:
+        waiting = self._locks.waiting_for(record.id)
+        if waiting is None:
+            return record
+        lock, holders, place = waiting
+        held_by = ", ".join(holders) or "none"
+        reason = f"waiting for lock {lock!r}, held by {held_by} ({place} in line for it)"
+        return dataclasses.replace(record, pending_reason=reason)
 
     # -- output and following -------------------------------------------------------------
 
@@ -278,8 +316,10 @@ class Service:
 
         Returns its record once it has ended; raises `AlreadyTerminal` when it had already.
         """
-        waiting = self._queue.remove(payload_id)
+        waiting = self._queue.remove(payload_id) or self._locks.remove(payload_id)
         if waiting is not None:
+            self._unlock(waiting[0])  # a lock passed on to it, not yet started
+            self._schedule()
             return await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
         run = self._runs.get(payload_id)
         if run is None:
@@ -355,8 +395,10 @@ class Service:
     async def shutdown(self, grace: float) -> None:
         """Refuse new payloads, stop every running one (TERM, `grace`, KILL) and record its end."""
         self._accepting = False
-        pending = len(self._queue)
+        pending = self.pending_count
         while (waiting := self._queue.pop()) is not None:
+            await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
+        for waiting in self._locks.drain():
             await self._records.move(waiting[0], Status.CANCELLED, finished_at=utcnow())
         runs = list(self._runs.values())
         running = [run.execution for run in runs if run.execution is not None]

@@ -97,7 +97,9 @@ async def _requeue(
         reason = "its secret_env values are not kept across a restart"
     else:
         try:
-            admitted = await admission.admit(spec_of(record), record.created_by)
+            # An action's record holds only the environment the action itself declared.
+            declared = frozenset(record.env or ()) if record.action else frozenset()
+            admitted = await admission.admit(spec_of(record), record.created_by, declared)
         except (InvalidSpec, PolicyDenied) as exc:
             reason = str(exc)
         else:
