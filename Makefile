@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean
+.PHONY: serve test test-fast lint typecheck pytest pytest-fast bench clean redis-server screenshots
 
 $(BIN)/handler-serve: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,17 +28,35 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
-pytest: $(VENV)/.test-deps
+# Browser tests drive Debian's chromium through Playwright (whose own browser download is
+# not used): install the package when it is missing, or stop with one line naming it.
+$(VENV)/.chromium: $(VENV)/.test-deps
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| { echo "make: the tests need the Debian package chromium"; exit 1; }
+	touch $@
+
+# The tests start real redis-server processes (the many-machines configuration). We are root on
+# the test machines: install the Debian package when it is missing, else fail in one line.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1; } \
+		|| { echo "make: the tests need redis-server: install the Debian package redis-server" >&2; exit 1; }
+
+pytest: $(VENV)/.test-deps $(VENV)/.chromium redis-server
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
 # Daily work: everything but the tests marked slow (memory bounds under load, crash and
 # restart, fuzzing, hundreds of clients). The full suite stays `make test`, as in CI.
-pytest-fast: $(VENV)/.test-deps
+pytest-fast: $(VENV)/.test-deps $(VENV)/.chromium redis-server
 	$(BIN)/pytest -m "not slow"
 
 test-fast: lint typecheck pytest-fast
+
+# The README's pictures of the dashboard, taken by its browser test on a fresh server.
+screenshots: $(VENV)/.test-deps $(VENV)/.chromium
+	PERICLES_SCREENSHOTS=docs $(BIN)/pytest -q tests/test_dashboard.py -k test_screenshots
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/throughput.py

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,9 @@ T = TypeVar("T")
 PYTHON = sys.executable
 #: When set, servers started here keep their records in a new sqlite file in this directory.
 SQLITE_DIR_ENV = "PERICLES_TESTS_SQLITE_DIR"
+#: When set (a redis:// URL), servers started here use it as store and run payloads on the
+#: celery workers of that broker.
+CLUSTER_ENV = "PERICLES_TESTS_REDIS_URL"
 _STARTED = re.compile(r"Uvicorn running on (https?)://\S+:(\d+)")
 
 
@@ -198,7 +201,10 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise
+            tail = "".join(self.log_lines[-40:])
+            raise AssertionError(
+                f"server did not stop within {timeout}s; its log:\n{tail}"
+            ) from None
         finally:
             self.reader.join(timeout)
             if self.process.stdout is not None:
@@ -211,18 +217,23 @@ def start_server(
     timeout: float = 20.0,
     verify: ssl.SSLContext | bool = True,
     headers: Mapping[str, str] | None = None,
+    wrap: Sequence[str] = (),
 ) -> Server:
     """Start `handler-serve` on port 0 and return once it answers /healthz.
 
     `verify` and `headers` (e.g. an Authorization header) are the defaults of its clients.
+    `wrap` is a command that execs the server (e.g. `prlimit ... --`), keeping its pid.
     """
     full_env = {**os.environ, **(env or {})}
-    argv = [handler_serve(), *args]
+    argv = [*wrap, handler_serve(), *args]
     if "PERICLES_PORT" not in full_env and "--port" not in args:
         argv += ["--port", "0"]
     sqlite_dir = full_env.pop(SQLITE_DIR_ENV, None)
     if sqlite_dir and "PERICLES_STORE" not in full_env and "--store" not in args:
         argv += ["--store", f"sqlite:///{Path(sqlite_dir) / uuid.uuid4().hex}.db"]
+    redis_url = full_env.pop(CLUSTER_ENV, None)
+    if redis_url and "PERICLES_STORE" not in full_env and "--store" not in args:
+        argv += ["--store", redis_url, "--runner", "celery"]
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

@@ -30,6 +30,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "tokens": (),
         "lifecycle": (),
         "validation": (),
+        # The dashboard's and /docs' files, and the routes that serve them (static only).
+        "ui": (),
         # Leaves that do one thing.
         "process": ("model", "errors"),
         "store": ("model", "errors"),
@@ -66,10 +68,28 @@ ALLOWED: dict[str, frozenset[str]] = {
             "tokens",
             "validation",
             "actions",
+            "ui",
         ),
+        # api/app.py mounts it when --mcp is given: imported only then.
+        "api.app": (
+            "model",
+            "errors",
+            "settings",
+            "service",
+            "metrics",
+            "tokens",
+            "validation",
+            "actions",
+            "ui",
+            "mcp",
+        ),
+        # A second adapter over the service beside the REST routes, reusing api's auth.
+        "mcp": ("model", "errors", "settings", "service", "tokens", "api"),
+        # The stdio bridge speaks HTTP only, with the client's URL and token defaults.
+        "mcp.bridge": ("model", "client"),
         # Speaks HTTP only.
         "client": ("model", "errors", "validation"),
-        "cli": ("model", "errors", "client", "validation"),
+        "cli": ("model", "errors", "client", "validation", "mcp"),
         # Entry points and the composition root.
         "cli.serve": (
             "validation",
@@ -86,6 +106,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         ),
         # handler-serve's flags, made from Settings.
         "cli.flags": ("settings", "validation"),
+        # `pericles worker`: its options, then the worker's own composition root.
+        "cli.worker": ("settings", "worker"),
+        # A celery worker process: the service over the Redis store and the local runner.
+        "worker": ("model", "errors", "settings", "logs", "process", "runner", "service", "store"),
         "posture": ("policy", "process"),
         "server": (
             "model",

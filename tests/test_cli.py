@@ -30,6 +30,9 @@ from tests.helpers import (
 
 SLOW_INTERLEAVE = """
 import sys
+from tests.cluster import WITH_CLUSTER
+
+STORES = WITH_CLUSTER
 
 
 def wait_for_gate():

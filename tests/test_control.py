@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import (
     Server,
     group_members,
@@ -20,6 +21,8 @@ from tests.helpers import (
     wait_for_status,
     wait_until,
 )
+
+STORES = WITH_CLUSTER
 
 
 @pytest.fixture(scope="module")

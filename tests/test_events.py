@@ -12,7 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import Server, SSEvent, post, release, sse_events, wait_for_status
+
+STORES = WITH_CLUSTER
 
 
 def stream_events(client: httpx.Client, url: str, **headers: str) -> Iterator[SSEvent]:
@@ -113,6 +116,20 @@ def test_bad_last_event_id_is_400(client: httpx.Client) -> None:
         response = client.get(f"/payloads/{record['id']}/events", headers={"Last-Event-ID": bad})
         assert response.status_code == 400, bad
         assert response.headers["content-type"] == "application/problem+json"
+
+
+# Headers arrive as latin-1: b"\xb2" is "²", a digit to str.isdigit() that int() refuses;
+# and int() refuses more than 4,300 digits.
+JUNK_IDS = [b"\xb2", b"\xb9\xb2.0.", b"0.\xb3.working", b"9" * 5000, b"1.%s." % (b"9" * 5000)]
+
+
+def test_junk_last_event_ids_are_400_on_both_feeds(client: httpx.Client) -> None:
+    record = post(client, "/bin/true")
+    for bad in JUNK_IDS:
+        for url in (f"/payloads/{record['id']}/events", "/events"):
+            response = client.get(url, headers={b"Last-Event-ID": bad})
+            assert response.status_code == 400, (url, bad[:20])
+            assert response.headers["content-type"] == "application/problem+json"
 
 
 def test_events_of_an_unknown_payload_is_404(client: httpx.Client) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.helpers import running_server
+
 STORES = ("memory",)  # none of this depends on the store
 
 
@@ -20,7 +22,7 @@ def test_405_allows_every_method_of_the_path(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("path", "content_type"),
     [
-        ("/", "application/json"),
+        ("/", "text/html; charset=utf-8"),
         ("/payloads", "application/json"),
         ("/openapi.json", "application/json"),
         # A GET of /events never ends: its HEAD is answered at once all the same.
@@ -104,10 +106,12 @@ def test_an_integer_valued_float_is_an_integer(client: httpx.Client) -> None:
     assert client.post("/payloads", json={"cmd": "/bin/true", "priority": 2.5}).status_code == 422
 
 
-def test_the_root_is_an_index_of_links(client: httpx.Client) -> None:
-    index = client.get("/").json()
-    for name in ("payloads", "docs", "openapi", "metrics"):
-        assert client.get(index["links"][name]).status_code == 200
+def test_without_the_dashboard_the_root_is_an_index_of_links() -> None:
+    # With the dashboard on (the default), `/` is its page: see test_ui_http.
+    with running_server("--no-ui") as server, server.client() as client:
+        index = client.get("/").json()
+        for name in ("payloads", "docs", "openapi", "metrics"):
+            assert client.get(index["links"][name]).status_code == 200
 
 
 def test_the_document_marks_all_but_the_seeds_fields_optional(client: httpx.Client) -> None:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import PYTHON, post, running_server, wait_for_status
+
+STORES = WITH_CLUSTER
 
 MiB = 1024 * 1024
 

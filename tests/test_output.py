@@ -10,7 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import Server, post, release, server_rss, wait_for_status
+
+STORES = WITH_CLUSTER
 
 MiB = 1024 * 1024
 

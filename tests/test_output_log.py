@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from pericles.model import STREAMS
@@ -88,3 +88,26 @@ def test_a_big_stream_keeps_exactly_its_limit() -> None:
     assert dropped == 800 * len(chunk) - 1024 * 1024
     assert kept[: 512 * 1024] == (chunk * 8)[: 512 * 1024]
     assert kept[512 * 1024 :] == (chunk * 8)[-512 * 1024 :]
+
+
+@settings(max_examples=10, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(
+    st.integers(8200, 12_000),
+    st.lists(st.binary(min_size=1, max_size=12), min_size=1, max_size=8),
+    st.integers(0, 1),
+)
+def test_alternating_writes_below_the_limit_drop_nothing(
+    pairs: int, lines: list[bytes], first: int
+) -> None:
+    """Streams that alternate in tiny writes make a chunk per write: past the chunk bounds
+    the log merges chunks, but drops nothing while each stream is under its limit."""
+    order = STREAMS if first == 0 else STREAMS[::-1]
+    writes = [(order[i % 2], lines[i % len(lines)]) for i in range(2 * pairs)]
+    limit = max(sum(len(d) for s, d in writes if s == name) for name in STREAMS)
+    log, full, both = fill(limit, writes)
+    for name in STREAMS:
+        assert log.read(name, 0) == (full[name], 0)
+        assert log.streams[name].dropped == 0
+    kept, dropped = log.read_both(0)
+    assert dropped == 0
+    assert sorted(kept) == sorted(both)

@@ -70,7 +70,7 @@ cmd = "{root}/bin/link"
 [[rule]]
 name = "printenv"
 cmd = "printenv"
-env = ["GREETING", "TZDIR"]
+env = ["GREETING", "TZDIR", "LC_*", "LD_*"]
 max_timeout = 30
 """
     )
@@ -79,7 +79,14 @@ max_timeout = 30
 
 @pytest.fixture(scope="module")
 def policed(area: Path) -> Iterator[Server]:
-    srv = start_server("--policy", str(area / "policy.toml"), "--allow", "/bin/true")
+    srv = start_server(
+        "--policy",
+        str(area / "policy.toml"),
+        "--allow",
+        "/bin/true",
+        "--payload-path",
+        "/usr/bin:/bin",
+    )
     try:
         yield srv
     finally:
@@ -201,23 +208,46 @@ def test_param_rules_and_max_count(pclient: httpx.Client) -> None:
         assert refused(pclient, "echo", *params)["reason"] == reason
 
 
-def test_loader_and_interpreter_hooks_are_refused(pclient: httpx.Client) -> None:
-    for name in ("LD_PRELOAD", "LD_LIBRARY_PATH", "GCONV_PATH", "BASH_ENV", "PYTHONPATH"):
-        problem = refused(pclient, "/bin/true", env={name: "/tmp/x"})
-        assert problem["rule"] == "--allow /bin/true"
-        assert problem["reason"].startswith(f"env {name} ")
-    # secret_env is environment too.
-    assert refused(pclient, "/bin/true", secret_env={"LD_AUDIT": "/tmp/x"})["rule"]
-    assert check(pclient, "/bin/true", env={"LANG": "C"})["allowed"]
+def test_a_rule_without_env_accepts_no_variable(pclient: httpx.Client) -> None:
+    # Not a deny-list: harmless-looking names are refused as surely as loader hooks.
+    for name in ("LANG", "PATH", "GZIP", "TAR_OPTIONS", "EDITOR", "PAGER", "LD_PRELOAD"):
+        for field in ("env", "secret_env"):
+            problem = refused(pclient, "/bin/true", **{field: {name: "/tmp/x"}})
+            assert problem["rule"] == "--allow /bin/true"
+            assert problem["reason"].startswith(f"env {name} is not accepted")
+            assert "/tmp/x" not in str(problem)
+            answer = check(pclient, "/bin/true", **{field: {name: "x"}})
+            assert answer["allowed"] is False
+            assert answer["rule"] == "--allow /bin/true"
+            assert answer["reason"] == problem["reason"]
+    problem = refused(pclient, str(TRUE), env={"LC_ALL": "C"})
+    assert "refused by rule '--allow /bin/true'" in problem["detail"]
+    assert "LC_ALL" in problem["detail"]
 
 
-def test_a_rule_may_accept_named_env(pclient: httpx.Client) -> None:
+def test_a_rule_accepts_only_the_names_it_lists(pclient: httpx.Client) -> None:
     record = post(pclient, "printenv", "TZDIR", env={"TZDIR": "/usr/share/zoneinfo"})
     assert wait_for_status(pclient, record["id"])["exit_code"] == 0
     assert pclient.get(f"/payloads/{record['id']}/output").text == "/usr/share/zoneinfo\n"
-    assert refused(pclient, "printenv", env={"OTHER": "1"})["reason"] == (
-        "env OTHER is not one the rule accepts"
-    )
+    for name in ("OTHER", "PATH", "GREETINGS", "LANGUAGE"):
+        assert refused(pclient, "printenv", env={name: "1"})["reason"] == (
+            f"env {name} is not one the rule accepts"
+        )
+    # A wildcard entry admits names, but never a loader or interpreter hook (second fence).
+    assert check(pclient, "printenv", env={"LC_TIME": "C", "GREETING": "hi"})["allowed"]
+    reason = refused(pclient, "printenv", env={"LD_PRELOAD": "/tmp/x.so"})["reason"]
+    assert reason.startswith("env LD_PRELOAD (LD_*) can change what the program does")
+
+
+def test_path_is_the_servers_unless_the_rule_lists_it(pclient: httpx.Client, area: Path) -> None:
+    fake = area / "fakebin"
+    fake.mkdir(exist_ok=True)
+    (fake / "printenv").write_text("#!/bin/sh\necho FAKE\n")
+    (fake / "printenv").chmod(0o755)
+    assert refused(pclient, "printenv", env={"PATH": str(fake)})["rule"] == "printenv"
+    record = post(pclient, "printenv", "PATH")
+    assert wait_for_status(pclient, record["id"])["status"] == "finished"
+    assert pclient.get(f"/payloads/{record['id']}/output").text == "/usr/bin:/bin\n"
 
 
 def test_rule_caps_bound_and_default_the_timeout(pclient: httpx.Client) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -121,3 +122,30 @@ def test_redaction_does_not_depend_on_where_reads_split(
     assert out == expected
     for secret in secrets:
         assert secret.encode() not in out
+
+
+@pytest.mark.parametrize(
+    ("field", "where"),
+    [
+        ({"cmd": f"/bin/{SECRET}"}, "cmd"),
+        ({"params": ["ok", f"--password={SECRET}"]}, "params.1"),
+        ({"env": {"OTHER": f"x{SECRET}x"}}, "env.OTHER"),
+        ({"env": {f"N{SECRET}": "x"}}, "a name in env"),
+        ({"labels": {"k": SECRET}}, "labels.k"),
+        ({"labels": {SECRET: "v"}}, "a name in labels"),
+        ({"cwd": f"/tmp/{SECRET}"}, "cwd"),
+        ({"stdin": f"user\n{SECRET}\n"}, "stdin"),
+    ],
+)
+def test_a_secret_given_outside_secret_env_is_refused_unquoted(
+    server: Server, client: httpx.Client, field: dict[str, Any], where: str
+) -> None:
+    before = len(client.get("/payloads").json())
+    body = {"cmd": "/bin/true", **field, "secret_env": {"TOKEN": SECRET}}
+    for path in ("/payloads", "/payloads/check"):
+        response = client.post(path, json=body)
+        assert response.status_code == 422, response.text
+        assert SECRET not in response.text
+        assert f"{where} contains the value of secret_env TOKEN" in response.text
+    assert len(client.get("/payloads").json()) == before
+    assert SECRET not in server.log()

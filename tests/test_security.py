@@ -11,7 +11,10 @@ import httpx
 import pytest
 
 from pericles.tokens import Scope, TokenConfigError, load_tokens
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import Server, run_serve, start_server, wait_for_status, wait_until
+
+STORES = WITH_CLUSTER
 
 RUN_SECRET = "run-secret-0123456789abcdef"
 READ_SECRET = "read-secret-0123456789abcdef"
@@ -219,7 +222,9 @@ def _read_all(sock: socket.socket) -> bytes:
 
 
 def test_headers_over_max_header_bytes_are_431(secured: Server) -> None:
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 5000 + b"\r\n\r\n"
+    request = (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * 5000 + b"\r\n\r\n"
+    )
     with _raw(secured, request) as sock:
         answer = _read_all(sock)
     assert answer.startswith(b"HTTP/1.1 431 ")
@@ -229,12 +234,12 @@ def test_headers_over_max_header_bytes_are_431(secured: Server) -> None:
 
 def test_many_small_headers_add_up_to_431(secured: Server) -> None:
     headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 40) for i in range(200))
-    with _raw(secured, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n") as sock:
+    with _raw(secured, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n") as sock:
         assert _read_all(sock).startswith(b"HTTP/1.1 431 ")
 
 
 def test_headers_just_under_the_limit_are_served(secured: Server) -> None:
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: "
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Big: "
     request += b"a" * 3900 + b"\r\n\r\n"
     with _raw(secured, request) as sock:
         assert _read_all(sock).startswith(b"HTTP/1.1 200 ")
@@ -242,14 +247,14 @@ def test_headers_just_under_the_limit_are_served(secured: Server) -> None:
 
 def test_a_connection_that_never_sends_its_head_is_closed(secured: Server) -> None:
     # --header-timeout 1: the server hangs up well within the socket's 10 s deadline.
-    with _raw(secured, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") as sock:
+    with _raw(secured, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n") as sock:
         assert _read_all(sock) == b""
     with _raw(secured, b"") as sock:
         assert _read_all(sock) == b""
 
 
 def test_an_idle_keep_alive_connection_is_closed(secured: Server) -> None:
-    with _raw(secured, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
+    with _raw(secured, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") as sock:
         answer = _read_all(sock)  # the response, then the close after --keep-alive-timeout
     assert answer.startswith(b"HTTP/1.1 200 ")
 

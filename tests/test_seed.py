@@ -10,7 +10,10 @@ from typing import Any
 
 import httpx
 
+from tests.cluster import WITH_CLUSTER
 from tests.helpers import Server, wait_for_status
+
+STORES = WITH_CLUSTER
 
 SEED_URL = "http://localhost:8000"
 

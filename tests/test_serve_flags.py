@@ -22,7 +22,7 @@ STORES = ("memory",)  # the sqlite cases name their own files
         (["--max-running", "-1"], "handler-serve: --max-running: must be at least 0, got -1"),
         (["--keep-for", "soon"], "handler-serve: --keep-for: must be a number, got soon"),
         (["--log-level", "loud"], "handler-serve: --log-level: must be one of"),
-        (["--store", "redis://x"], "handler-serve: --store: expected memory://"),
+        (["--store", "postgres://x"], "handler-serve: --store: expected memory://"),
         (["--no-such-flag"], "handler-serve: unrecognized arguments: --no-such-flag"),
         (["--port"], "handler-serve: argument --port: expected one argument"),
         (["--tls-cert", "/x.pem"], "handler-serve: --tls-cert and --tls-key go together"),

@@ -69,7 +69,8 @@ def test_a_bad_setting_is_refused_with_a_clear_message() -> None:
 def test_a_process_that_left_its_group_is_stopped_at_shutdown(tmp_path: Path) -> None:
     fifo = tmp_path / "ready"
     os.mkfifo(fifo)
-    server = start_server("--shutdown-grace", "1")
+    # Without cgroups (with them, the sleep dies with its payload: test_containment.py).
+    server = start_server("--shutdown-grace", "1", "--containment", "session")
     try:
         with server.client() as client:
             # setsid puts the sleep in a session of its own, beyond its payload's group; the

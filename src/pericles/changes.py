@@ -25,6 +25,11 @@ class Changes:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def notify_all(self) -> None:
+        """Wake every waiter: what they wait on may have changed unseen."""
+        for key in list(self._waiters):
+            self.notify(key)
+
     def forget(self, key: str) -> None:
         """Drop a key whose changes are over; its waiters are woken to see that."""
         self.notify(key)

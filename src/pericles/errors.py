@@ -97,6 +97,10 @@ class AlreadyTerminal(InvalidTransition):
     pass
 
 
+class StaleRecord(InvalidTransition):
+    """The record changed since it was read (another process moved it first): nothing written."""
+
+
 class NotRunning(PericlesError):
     def __init__(self, payload_id: str, current: str, action: str) -> None:
         super().__init__(f"payload {payload_id} is {current!r}: cannot {action}")
@@ -124,4 +128,10 @@ class ServiceUnavailable(PericlesError):
 
 
 class StoreUnavailable(ServiceUnavailable):
-    """The store cannot be used: a bad URL, a database that cannot be opened or written."""
+    """The store cannot be used: a bad URL, a database that cannot be opened or written.
+
+    Answered 503 with `Retry-After`: a full disk or a locked file may clear by itself.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = 5.0) -> None:
+        super().__init__(reason, retry_after)

@@ -9,9 +9,18 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+
+
+class Redacts(Protocol):
+    """What finds secrets in a text (`tokens.TokenSet`); false when it has none."""
+
+    def __bool__(self) -> bool: ...
+
+    def redact(self, text: str) -> str: ...
+
 
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -32,7 +41,9 @@ class JSONFormatter(logging.Formatter):
         args = record.args
         if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
             line.update(client=args[0], method=args[1], path=args[2], status=args[4])
-        if record.exc_info:
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        elif record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
 
@@ -64,16 +75,61 @@ class RedactQuerySecrets(logging.Filter):
         return True
 
 
-def log_config(level: str, fmt: str) -> dict[str, Any]:
-    """A `logging.config.dictConfig` for the server, uvicorn's loggers included."""
+class RedactTokens(logging.Filter):
+    """Replaces every token secret in a record by `[redacted]`, whatever carried it.
+
+    A client may put a token anywhere: a query value under any name, a path segment, a
+    command's params. On the one handler every line goes through, the message, its
+    arguments, its structured fields and its traceback are searched (by hash: see
+    `TokenSet.redact`), so no line the server writes holds a token.
+    """
+
+    def __init__(self, tokens: Redacts) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+    def _clean(self, value: Any) -> Any:
+        return self.tokens.redact(value) if isinstance(value, str) else value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.tokens:
+            return True
+        record.msg = self._clean(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._clean(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: self._clean(v) for k, v in record.args.items()}
+        fields = getattr(record, "pericles", None)
+        if isinstance(fields, dict):
+            record.pericles = {k: self._clean(v) for k, v in fields.items()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.tokens.redact(record.exc_text)
+        return True
+
+
+def log_config(level: str, fmt: str, tokens: Redacts | None = None) -> dict[str, Any]:
+    """A `logging.config.dictConfig` for the server, uvicorn's loggers included.
+
+    With `tokens`, their secrets are redacted from every line (`RedactTokens`).
+    """
     formatter: dict[str, Any] = {"()": JSONFormatter} if fmt == "json" else {"format": PLAIN}
-    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    handler: dict[str, Any] = {
+        "class": "logging.StreamHandler",
+        "formatter": "main",
+        "stream": "ext://sys.stderr",
+    }
+    filters: dict[str, Any] = {"redact": {"()": RedactQuerySecrets}}
+    if tokens:
+        filters["tokens"] = {"()": RedactTokens, "tokens": tokens}
+        handler["filters"] = ["tokens"]
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"main": formatter},
         "handlers": {"main": handler},
-        "filters": {"redact": {"()": RedactQuerySecrets}},
+        "filters": filters,
         "loggers": {
             "pericles": {"handlers": ["main"], "level": level.upper(), "propagate": False},
             "uvicorn": {"handlers": ["main"], "level": level.upper(), "propagate": False},

@@ -82,7 +82,10 @@ _ENDINGS = frozenset({Status.FINISHED, Status.CANCELLED, Status.TIMEOUT, Status.
 
 #: The moves a payload may make, as data: service checks each one against this table.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED}),
+    # PENDING -> LOST: a server died while starting it; recovery never starts it again.
+    # LOST: a worker claimed it, then stopped answering before its start was confirmed. It
+    # may have started: it is never started again.
+    Status.PENDING: frozenset({Status.WORKING, Status.ERROR, Status.CANCELLED, Status.LOST}),
     Status.WORKING: _ENDINGS | {Status.PAUSED},
     Status.PAUSED: _ENDINGS | {Status.WORKING},
     Status.FINISHED: frozenset(),
@@ -144,18 +147,28 @@ def next_offset(offset: int, size: int, dropped: int = 0) -> int:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Resolved:
-    """A command as it will run: the absolute executable and its digest, and the real cwd."""
+    """A command as it will run: the absolute executable and its digest, and the real cwd.
+
+    `judged` says a policy allowed this very file (argv[0] is then `exe`, never the caller's
+    spelling); `pinned` that the allowing rule pinned its sha256 (the open file is executed).
+    """
 
     exe: str
     #: Hex SHA-256 of the executable; None when the server cannot read it (exec-only file).
     sha256: str | None
     cwd: str | None = None
+    judged: bool = False
+    pinned: bool = False
 
 
 #: The `stdin` value that keeps a payload's stdin open for `POST /payloads/{id}/stdin`.
 STDIN_PIPE = "pipe"
 
 ERROR_PREFIX = "error:"
+
+#: The queue a payload waits in when its spec names none; celery workers consume queues by name.
+DEFAULT_QUEUE = "default"
+QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 def start_error(cmd: str, reason: str) -> str:
@@ -363,6 +376,20 @@ class PayloadSpec(BaseModel):
         list[Callback] | None,
         Field(max_length=16, description="URLs told when it starts or ends (signed POSTs)"),
     ] = None
+    keep_descendants: Annotated[
+        bool,
+        Field(
+            description="When the main process exits, wait for the processes it started "
+            "(the payload stays working) instead of killing them (the default)"
+        ),
+    ] = False
+    queue: Annotated[
+        QueueName | None,
+        Field(
+            description="The queue it waits in (default: default): celery workers started "
+            "with --queues NAME take it"
+        ),
+    ] = None
     # SecretStr keeps the values out of repr() and model_dump(); Payload.from_spec never
     # copies them, so no record, log line or store ever holds one.
     secret_env: Annotated[
@@ -459,6 +486,16 @@ class Payload:
     limits: dict[str, int] | None = None
     labels: dict[str, str] | None = None
     priority: int = 0
+    keep_descendants: Annotated[
+        bool | None, Field(description="true when its processes outlive its main one")
+    ] = None
+    stop_reason: Annotated[
+        str | None,
+        Field(
+            description="Why the server stopped it: cancel, timeout, delete, shutdown, or "
+            "signal (a signal sent through the API ended it); null when it ended by itself"
+        ),
+    ] = None
     exe: Annotated[
         str | None, Field(description="The file run: absolute, `..` and symlinks resolved")
     ] = None
@@ -486,6 +523,10 @@ class Payload:
     lock: Annotated[
         str | None,
         Field(description="The action's lock: it waits pending while another run holds it"),
+    ] = None
+    queue: Annotated[str | None, Field(description="The queue it waits or waited in")] = None
+    worker: Annotated[
+        str | None, Field(description="The worker that runs or ran it (host/pid), celery only")
     ] = None
 
     @property
@@ -521,12 +562,14 @@ class Payload:
             limits=spec.limits.given() if spec.limits is not None else None,
             labels=spec.labels,
             priority=spec.priority,
+            keep_descendants=spec.keep_descendants or None,
             created_by=created_by,
             secret_env_names=sorted(spec.secret_env) if spec.secret_env else None,
             callbacks=[c.as_record() for c in spec.callbacks] if spec.callbacks else None,
             action=invocation.action if invocation is not None else None,
             args=invocation.args if invocation is not None else None,
             lock=invocation.lock if invocation is not None else None,
+            queue=spec.queue,
         )
 
 
@@ -545,16 +588,25 @@ class ListQuery:
     descending: bool = False
     #: Keep records made by one of these named actions; None keeps all (raw ones too).
     actions: frozenset[str] | None = None
+    #: Keep records whose command line (cmd and params, space-joined) holds this text,
+    #: compared case-insensitively. Empty keeps all.
+    text: str = ""
 
     def matches(self, record: Payload) -> bool:
         if self.statuses and record.state not in self.statuses:
             return False
         if self.actions is not None and record.action not in self.actions:
             return False
+        if self.text and self.text.casefold() not in command_line(record).casefold():
+            return False
         if self.labels:
             labels = record.labels or {}
             return all(labels.get(key) == value for key, value in self.labels)
         return True
+
+
+def command_line(record: Payload) -> str:
+    return " ".join([record.cmd, *record.params])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,14 +15,20 @@ matched its file (or none) and why.
     max_params = 3
     params = [{values = ["-n", "-e"]}, {regex = "[a-z ]+"}]   # per position, regex fullmatch
     rest = {regex = "[a-z]+"}      # positions after `params`; without it, none are allowed
-    env = ["LANG", "LC_ALL"]       # the only env names accepted (hooks too, if named here)
+    env = ["LANG", "LC_*"]         # the only env names accepted (patterns: shell wildcards)
     cwd = ["/srv/work"]            # cwd must be one of these or under one
     max_timeout = 60               # also the default timeout (see `service.admission`)
     max_memory = 268435456         # limits.memory_bytes cap, also the default
 
-Without `env`, a rule accepts any name except the loader and interpreter hooks listed in
-`pericles.envhooks`. Without `cwd`, a rule refuses any `cwd`: a directory can change what
-an interpreter loads (Python puts it first on sys.path for `-c`), so it must be named.
+The environment is an allow-list: a rule accepts only the variable names its `env` lists
+(in `env` and `secret_env` alike), and a rule without `env`, as every `--allow PATTERN` rule,
+accepts none. A deny-list could never be complete: PATH points `tar` at another `gzip`,
+editor, pager and option variables make git, less and tar run commands. `PATH` is no
+exception: payloads get the server's (`--payload-path`) unless the rule lists `PATH`. The
+loader and interpreter hooks of `pericles.envhooks` stay a second fence: a rule admits one
+only by its exact name, never through a wildcard entry. Without `cwd`, a rule refuses any
+`cwd`: a directory can change what an interpreter loads (Python puts it first on sys.path
+for `-c`), so it must be named.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ class Decision:
     exe_sha256: str | None = None
     max_timeout: float | None = None
     max_memory: int | None = None
+    #: The allowing rule pins the file's sha256: the very file that was hashed must run.
+    pinned: bool = False
 
 
 NO_POLICY = Decision(True, None, "no policy: any command may run")
@@ -141,11 +149,17 @@ class Rule:
         for name in [*(spec.env or {}), *(spec.secret_env or {})]:
             if name in declared_env:
                 continue
-            if self.env is not None:
-                if name not in self.env:
-                    return f"env {name} is not one the rule accepts"
-            elif (entry := envhooks.hook(name)) is not None:
-                return f"env {name} ({entry}) can change what the program does"
+            if self.env is None:
+                return f"env {name} is not accepted: the rule lists no env names, so it takes none"
+            if name in self.env:
+                continue
+            if not any(fnmatch.fnmatchcase(name, entry) for entry in self.env):
+                return f"env {name} is not one the rule accepts"
+            if (entry := envhooks.hook(name)) is not None:
+                return (
+                    f"env {name} ({entry}) can change what the program does: "
+                    "a rule admits it only by its exact name"
+                )
         return None
 
     def _cwd(self, spec: PayloadSpec, resolved: Resolved) -> str | None:
@@ -182,7 +196,14 @@ class Policy:
             if why is None:
                 reason = f"allowed by {rule.name}"
                 return Decision(
-                    True, rule.name, reason, exe, sha, rule.max_timeout, rule.max_memory
+                    True,
+                    rule.name,
+                    reason,
+                    exe,
+                    sha,
+                    rule.max_timeout,
+                    rule.max_memory,
+                    pinned=rule.sha256 is not None,
                 )
             first_refusal = first_refusal or Decision(False, rule.name, why, exe, sha)
         if first_refusal is not None:
@@ -199,7 +220,7 @@ def unresolved(spec: PayloadSpec, reason: str) -> Decision:
 
 
 def rule_path(text: str, paths: Paths) -> str:
-    """A rule's path resolved as commands are: bare names on the default PATH, then realpath.
+    """A rule's path resolved as commands are: bare names on the payloads' PATH, then realpath.
 
     With wildcards, only the directories before the first wildcard segment are resolved.
     """

@@ -18,9 +18,11 @@ from pericles import policy as command_policy
 from pericles import process
 from pericles.actions.source import ActionSource
 from pericles.api.app import create_app
+from pericles.errors import StoreUnavailable
 from pericles.metrics import Metrics
 from pericles.outbound.sender import Sender
 from pericles.posture import log_posture
+from pericles.runner import Runner
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
@@ -51,24 +53,51 @@ class Server:
     ) -> None:
         self.settings = settings
         self.tokens = settings_tokens(settings) if tokens is None else tokens
-        self.policy = command_policy.load(settings.allow, settings.policy, process.HOST_PATHS)
+        # Bare names in rules are looked up on the PATH payloads get (--payload-path).
+        paths = process.HostPaths(settings.payload_path or process.DEFAULT_PATH)
+        self.policy = command_policy.load(settings.allow, settings.policy, paths)
         self.actions = ActionSource(settings.actions, environ or {})
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.max_output)
-        self.runner = LocalRunner(settings.inherit_env, settings.max_stdin, self.run_as)
         self.sender = Sender(
             settings.callback_allow, settings.callback_timeout, settings.callback_concurrency
         )
-        self.service = Service(
-            settings,
-            self.store,
-            self.runner,
-            self.metrics,
-            self.policy,
-            self.sender,
-            self.tokens.callback_secrets(),
-        )
+        self.runner: Runner
+        self.service: Service
+        if settings.runner == "celery":
+            self.runner, self.service = self._celery()
+        else:
+            self.runner = LocalRunner(
+                settings.inherit_env,
+                settings.max_stdin,
+                self.run_as,
+                settings.containment,
+                payload_path=settings.payload_path,
+                own_path_lookup=self.policy is not None,
+            )
+            self.service = Service(
+                settings,
+                self.store,
+                self.runner,
+                self.metrics,
+                self.policy,
+                sender=self.sender,
+                callback_secrets=self.tokens.callback_secrets(),
+            )
+
+    def _celery(self) -> tuple[Runner, Service]:
+        """Payloads run on `pericles worker`s; Redis is the store and the broker."""
+        from pericles.runner.celery import CeleryRunner
+        from pericles.service.remote import RemoteService
+        from pericles.store.redis import RedisStore
+
+        settings = self.settings
+        if not isinstance(self.store, RedisStore):
+            raise StoreUnavailable("--runner celery needs a redis:// store (also its broker)")
+        runner = CeleryRunner(settings.store, settings.inherit_env, settings.max_stdin)
+        service = RemoteService(settings, self.store, runner, self.metrics, self.policy)
+        return runner, service
 
     async def open(self) -> None:
         """Open the store, then the runner; take up what the store kept. Call once.

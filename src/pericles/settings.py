@@ -23,13 +23,15 @@ def _default_max_running() -> int:
 Cap = Annotated[int | None, Field(ge=0)]
 
 #: The store URL schemes known; `pericles.store.open_store` maps each to its backend.
-STORE_SCHEMES = ("memory", "sqlite")
+STORE_SCHEMES = ("memory", "sqlite", "redis")
 
 
 def _store_url(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in STORE_SCHEMES:
-        raise ValueError("expected memory:// or sqlite:///PATH (sqlite:////abs/path.db)")
+        raise ValueError(
+            "expected memory://, sqlite:///PATH (sqlite:////abs/path.db) or redis://HOST:PORT/DB"
+        )
     return url
 
 
@@ -72,10 +74,26 @@ class Settings(BaseSettings):
         str,
         AfterValidator(_store_url),
         Field(
-            description="Where records live: memory://, or sqlite:////abs/path.db to keep them",
+            description="Where records live: memory://, sqlite:////abs/path.db to keep them, "
+            "or redis://HOST:PORT/DB to share them between API replicas and workers",
             json_schema_extra={"metavar": "URL"},
         ),
     ] = "memory://"
+    runner: Annotated[
+        Literal["local", "celery"],
+        Field(
+            description="Where payloads run: local (children of this server) or celery "
+            "(pericles worker processes on any host; needs a redis:// store, also the broker)"
+        ),
+    ] = "local"
+    heartbeat: Annotated[
+        float,
+        Field(gt=0, description="celery: seconds between a worker's liveness renewals"),
+    ] = 1.0
+    liveness_ttl: Annotated[
+        float,
+        Field(gt=0, description="celery: seconds without a renewal before a payload is lost"),
+    ] = 5.0
     max_output: Annotated[
         int, Field(ge=0, description="Bytes of output kept per stream (head and tail halves)")
     ] = MiB
@@ -92,6 +110,7 @@ class Settings(BaseSettings):
         Literal["plain", "json"], Field(description="plain lines, or one JSON object a line")
     ] = "plain"
     metrics: Annotated[bool, Field(description="Serve Prometheus metrics at /metrics")] = True
+    ui: Annotated[bool, Field(description="Serve the web dashboard at /")] = True
     max_running: Annotated[
         int,
         Field(ge=0, description="Payloads running at once; others wait pending (0: no limit)"),
@@ -106,6 +125,15 @@ class Settings(BaseSettings):
     inherit_env: Annotated[
         bool, Field(description="Give payloads the server's environment instead of PATH only")
     ] = False
+    payload_path: Annotated[
+        str | None,
+        Field(
+            description="PATH payloads get and bare commands are looked up on (default: "
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin, or the server's "
+            "with --inherit-env); under a policy a payload sets its own only if its rule "
+            "lists PATH"
+        ),
+    ] = None
     max_stdin: Annotated[
         int, Field(ge=0, description="Bytes of stdin a payload may be given or have queued")
     ] = MiB
@@ -149,6 +177,14 @@ class Settings(BaseSettings):
             "(may be the --policy file); SIGHUP reloads it"
         ),
     ] = None
+    containment: Annotated[
+        Literal["auto", "cgroup", "session"],
+        Field(
+            description="How a payload's processes are kept together and killed: one cgroup "
+            "v2 each (cgroup), process group and session only (session), or cgroup where it "
+            "can be created (auto)"
+        ),
+    ] = "auto"
     run_as: Annotated[
         str | None,
         Field(
@@ -176,8 +212,26 @@ class Settings(BaseSettings):
     tls_key: Annotated[Path | None, Field(description="PEM private key of --tls-cert")] = None
     cors_origin: Annotated[
         list[str],
-        Field(description="Origin allowed by CORS (repeatable); none by default"),
+        Field(
+            description="Origin of a browser page that may call the API (repeatable; CORS "
+            "and the cross-site check); none by default"
+        ),
     ] = []
+    public_host: Annotated[
+        list[str],
+        Field(
+            description="Repeatable: a Host name clients reach the server by, beyond loopback "
+            "and the address a connection arrives on (others get 403: DNS rebinding guard)"
+        ),
+    ] = []
+    mcp: Annotated[
+        bool,
+        Field(description="Serve the Model Context Protocol at /mcp, for AI agents (same tokens)"),
+    ] = False
+    mcp_max_output: Annotated[
+        int,
+        Field(ge=256, description="Bytes of output an MCP tool answer carries (head and tail)"),
+    ] = 16 * 1024
     max_params: Annotated[int, Field(ge=0, description="Most params a payload may have")] = 4096
     max_param_length: Annotated[
         int, Field(ge=1, description="Longest cmd or param, bytes of UTF-8")
@@ -191,6 +245,17 @@ class Settings(BaseSettings):
     header_timeout: Annotated[
         float, Field(gt=0, description="Seconds a client has to send a request's headers")
     ] = 10.0
+    body_timeout: Annotated[
+        float, Field(gt=0, description="Seconds a client has to send a request's whole body")
+    ] = 30.0
+    max_connections: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="Open connections at once; past it new ones get a fast 503 (default: "
+            "the open-file limit less a reserve for payload pipes)",
+        ),
+    ] = None
     keep_alive_timeout: Annotated[
         int, Field(ge=1, description="Seconds an idle connection stays open")
     ] = 5

@@ -25,14 +25,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import tomllib
+from collections import defaultdict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 #: Shorter secrets are refused: a guessable token protects nothing.
 MIN_SECRET_LENGTH = 16
 DEFAULT_NAME = "default"
+#: What a token secret found in a log line or a problem body is replaced by.
+REDACTED = "[redacted]"
 
 
 class TokenConfigError(ValueError):
@@ -55,6 +59,10 @@ class Token:
     scope: Scope
     # Only a digest is kept, so comparisons take the same time whatever the secret's length.
     digest: bytes
+    #: The secret's length and its keyed in-process `hash()`: what `TokenSet.redact` slides
+    #: over text to find the secret without keeping it (a hit is confirmed by `digest`).
+    length: int = 0
+    fingerprint: int = 0
     #: Key of the callbacks of payloads this token created, instead of --callback-secret.
     callback_secret: str | None = None
     #: The named actions this token is limited to; None: not limited.
@@ -87,7 +95,15 @@ def make_token(
             "characters without surrounding spaces"
         )
     try:
-        return Token(name, Scope(scope), _digest(secret), callback_secret, actions)
+        return Token(
+            name,
+            Scope(scope),
+            _digest(secret),
+            len(secret),
+            hash(secret),
+            actions=actions,
+            callback_secret=callback_secret,
+        )
     except ValueError:
         raise TokenConfigError(f"token {name!r}: scope must be 'read' or 'run'") from None
 
@@ -103,6 +119,10 @@ class TokenSet:
         if len({t.digest for t in tokens}) != len(tokens):
             raise TokenConfigError("two tokens share one secret")
         self._tokens = tuple(tokens)
+        self._fingerprints: dict[int, set[int]] = defaultdict(set)
+        for t in tokens:
+            self._fingerprints[t.length].add(t.fingerprint)
+        self._digests = frozenset(t.digest for t in tokens)
 
     def __bool__(self) -> bool:
         return bool(self._tokens)
@@ -127,6 +147,39 @@ class TokenSet:
             if hmac.compare_digest(digest, token.digest):
                 found = token
         return found
+
+    def redact(self, text: str) -> str:
+        """`text` with every token secret in it replaced by `REDACTED`.
+
+        Secrets are not kept: every window of a secret's length is compared by its keyed
+        `hash()`, and a hit is confirmed by SHA-256. A URL may carry a secret
+        percent-encoded: when the decoded text holds one, the decoded text is redacted.
+        """
+        if not self._fingerprints:
+            return text
+        redacted = self._redact(text)
+        if redacted is text and ("%" in text or "+" in text):
+            decoded = unquote_plus(text)
+            if (found := self._redact(decoded)) is not decoded:
+                return found
+        return redacted
+
+    def _redact(self, text: str) -> str:
+        spans: list[tuple[int, int]] = []
+        for length, fingerprints in self._fingerprints.items():
+            for i in range(len(text) - length + 1):
+                window = text[i : i + length]
+                if hash(window) in fingerprints and _digest(window) in self._digests:
+                    spans.append((i, i + length))
+        if not spans:
+            return text
+        out, done = [], 0
+        for start, end in sorted(spans):
+            if start >= done:  # overlapping windows share the one REDACTED already out
+                out += [text[done:start], REDACTED]
+            done = max(done, end)
+        out.append(text[done:])
+        return "".join(out)
 
 
 def _from_table(index: int, table: Any) -> Token:

@@ -6,7 +6,7 @@ A new backend joins every suite of its interface by one line here: `STORE_URLS` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +14,14 @@ import pytest
 from pericles.runner import Runner
 from pericles.runner.local import LocalRunner
 from pericles.store import Store, open_store
+from tests.cluster import RedisServer
 
 #: Store backends by name: (URL for `open_store` given a fresh directory, durable?).
 STORE_URLS: dict[str, tuple[Callable[[Path], str], bool]] = {
     "memory": (lambda directory: "memory://", False),
     "sqlite": (lambda directory: f"sqlite:///{directory / 'store.db'}", True),
+    # The URL of the session's redis-server (`contract_redis`), its database emptied per test.
+    "redis": (lambda directory: "redis://", True),
 }
 
 #: Runner backends by name.
@@ -45,9 +48,23 @@ class StoreBackend:
         return open_store(self.url, max_output)
 
 
+@pytest.fixture(scope="session")
+def contract_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("contract-redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=sorted(STORE_URLS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> StoreBackend:
-    return StoreBackend(request.param, tmp_path)
+    backend = StoreBackend(request.param, tmp_path)
+    if backend.url == "redis://":
+        redis: RedisServer = request.getfixturevalue("contract_redis")
+        redis.flush()
+        backend.url = redis.url()
+    return backend
 
 
 @pytest.fixture(params=sorted(RUNNERS))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.params import Depends as DependsParam
 from starlette.middleware.cors import CORSMiddleware
 
-from pericles import __version__
+from pericles import __version__, ui
 from pericles.actions.hooks import Deliveries
 from pericles.actions.source import ActionSource
 from pericles.api import (
@@ -29,8 +29,10 @@ from pericles.api import (
 )
 from pericles.api.auth import AUTH_RESPONSES, authorize
 from pericles.api.methods import HeadAsGet
+from pericles.api.origin import AdmittedHosts, BrowserGuard
 from pericles.api.query import known_query_parameters
 from pericles.api.render import RenderCache
+from pericles.api.scrub import ScrubProblems
 from pericles.api.telemetry import RequestMetrics
 from pericles.metrics import Metrics
 from pericles.service import Service
@@ -55,6 +57,25 @@ _CORS_EXPOSED = [
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+def _with(
+    lifespan: Lifespan | None, inner: Callable[[], AbstractAsyncContextManager[None]] | None
+) -> Lifespan | None:
+    """`lifespan` with `inner` running inside it: `inner` ends first, while the service is
+    still open (the MCP tasks wait on it)."""
+    if inner is None:
+        return lifespan
+
+    @asynccontextmanager
+    async def both(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if lifespan is not None:
+                await stack.enter_async_context(lifespan(app))
+            await stack.enter_async_context(inner())
+            yield
+
+    return both
+
+
 def create_app(
     service: Service,
     settings: Settings,
@@ -67,11 +88,20 @@ def create_app(
 
     `actions_source` holds the named actions (none when None).
     """
+    # Imported only when asked for: without --mcp the SDK is not loaded and /mcp is a 404.
+    mcp_running: Callable[[], AbstractAsyncContextManager[None]] | None = None
+    if settings.mcp:
+        from pericles.mcp.endpoint import mcp_route
+
+        route, mcp_running = mcp_route(settings)
     app = FastAPI(
         title="Pericles",
         version=__version__,
         summary="Run and watch processes over HTTP",
-        lifespan=lifespan,
+        lifespan=_with(lifespan, mcp_running),
+        # /docs is served by pericles.ui from local files; FastAPI's pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     app.state.settings = settings
@@ -103,12 +133,18 @@ def create_app(
         app.include_router(
             router, dependencies=guard, responses={**problems.PROBLEM_RESPONSES, **denied}
         )
-    app.include_router(index.router, dependencies=[known])
+    if not settings.ui:
+        # With the dashboard on, `/` is its page (pericles.ui); without, this JSON index.
+        app.include_router(index.router, dependencies=[known])
     app.include_router(operations.router, dependencies=[known])
     # Not behind the token guard: a delivery's signature is its credential.
     app.include_router(actions.hook_router, responses=problems.PROBLEM_RESPONSES)
+    if settings.mcp:
+        # Authenticated by the endpoint itself: MCP needs `read` to connect, `run` per tool.
+        app.router.routes.append(route)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
+    ui.install(app, dashboard=settings.ui)
     app.add_middleware(HeadAsGet, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     if settings.cors_origin:
@@ -120,4 +156,10 @@ def create_app(
             allow_headers=_CORS_HEADERS,
             expose_headers=_CORS_EXPOSED,
         )
+    # Outermost of all: a request from an unadmitted Host or a foreign page reaches nothing.
+    hosts = AdmittedHosts(settings.host, settings.public_host)
+    app.add_middleware(BrowserGuard, hosts=hosts, cors_origins=settings.cors_origin)
+    if tokens:
+        # Around everything, the guard's own refusals included: they quote a Host, an origin.
+        app.add_middleware(ScrubProblems, tokens=tokens)
     return app

@@ -53,6 +53,47 @@ def _challenge(error: str | None = None) -> dict[str, str]:
     return {"WWW-Authenticate": value}
 
 
+def check_token(
+    tokens: TokenSet, credentials: HTTPAuthorizationCredentials | None, needed: Scope
+) -> Token:
+    """The token `credentials` present, if its scope allows `needed`; raises `Problem` (401, 403).
+
+    The one check of a presented token: the REST routes and the MCP endpoint both call it.
+    """
+    if credentials is None:
+        raise Problem(401, "unauthorized", "a bearer token is required", _challenge())
+    token = tokens.match(credentials.credentials)
+    if token is None:
+        raise Problem(401, "unauthorized", "the token is not valid", _challenge("invalid_token"))
+    if not token.scope.allows(needed):
+        raise Problem(
+            403,
+            "forbidden",
+            f"token {token.name!r} has scope {token.scope.value}; this needs {needed.value}",
+            _challenge("insufficient_scope"),
+        )
+    return token
+
+
+async def authenticate(request: Request, needed: Scope) -> Token | None:
+    """`check_token` for a request outside FastAPI's dependencies (a mounted ASGI app).
+
+    None when authentication is off; the token is kept on `request.state` as `authorize` does.
+    """
+    tokens = _tokens(request)
+    if not tokens:
+        return None
+    token = check_token(tokens, await _bearer(request), needed)
+    request.state.token = token
+    return token
+
+
+def request_token(request: Request) -> Token | None:
+    """The token that authorized `request`; None when authentication is off."""
+    token: Token | None = getattr(request.state, "token", None)
+    return token
+
+
 # The dependencies are `async def` although they never await: FastAPI runs a plain `def`
 # dependency in its thread pool, a thread hop per request that costs more than the check.
 async def authorize(
@@ -67,19 +108,8 @@ async def authorize(
     tokens = _tokens(request)
     if not tokens:
         return None
-    if credentials is None:
-        raise Problem(401, "unauthorized", "a bearer token is required", _challenge())
-    token = tokens.match(credentials.credentials)
-    if token is None:
-        raise Problem(401, "unauthorized", "the token is not valid", _challenge("invalid_token"))
     needed = Scope.READ if request.method in _SAFE_METHODS else Scope.RUN
-    if not token.scope.allows(needed):
-        raise Problem(
-            403,
-            "forbidden",
-            f"token {token.name!r} has scope {token.scope.value}; this needs {needed.value}",
-            _challenge("insufficient_scope"),
-        )
+    token = check_token(tokens, credentials, needed)
     request.state.token = token
     if token.actions is not None:
         await _within_actions(request, token)
@@ -110,7 +140,7 @@ async def _within_actions(request: Request, token: Token) -> None:
 
 async def caller(request: Request) -> str | None:
     """The name of the token that authorized this request; None when auth is off."""
-    token: Token | None = getattr(request.state, "token", None)
+    token = request_token(request)
     return token.name if token is not None else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -33,17 +34,29 @@ def _record_json(record: Payload) -> bytes:
     return compact(record)
 
 
+#: An offset or a sequence number in an event id: ASCII digits only (str.isdigit() takes
+#: "²" and other digits int() refuses) and short enough for int() and for any real offset.
+_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def _number(text: str) -> int | None:
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
 def _parse_payload_event_id(value: str) -> tuple[dict[str, int], Status | None]:
     """`<stdout offset>.<stderr offset>.<state>`, as our own event ids are written."""
-    invalid = Problem(400, "invalid-event-id", f"{value!r} is not an event id of this stream")
+    invalid = Problem(400, "invalid-event-id", f"{value[:64]!r} is not an event id of this stream")
     parts = value.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    if len(parts) != 3:
+        raise invalid
+    stdout, stderr = _number(parts[0]), _number(parts[1])
+    if stdout is None or stderr is None:
         raise invalid
     try:
         seen = Status(parts[2]) if parts[2] else None
     except ValueError:
         raise invalid from None
-    return {"stdout": int(parts[0]), "stderr": int(parts[1])}, seen
+    return {"stdout": stdout, "stderr": stderr}, seen
 
 
 class _PayloadEvents:
@@ -176,8 +189,11 @@ async def all_events(
         raise Problem(422, "invalid-status", f"unknown status: {', '.join(sorted(unknown))}")
     after = service.feed.last
     if last_event_id:
-        if not last_event_id.isdigit():
-            raise Problem(400, "invalid-event-id", f"{last_event_id!r} is not an event id here")
-        after = int(last_event_id)
+        number = _number(last_event_id)
+        if number is None:
+            raise Problem(
+                400, "invalid-event-id", f"{last_event_id[:64]!r} is not an event id here"
+            )
+        after = number
     actions = token.actions if token is not None else None
     return EventStream(_feed_stream(service, after, wanted, actions), headers=SSE_HEADERS)

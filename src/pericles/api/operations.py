@@ -28,7 +28,7 @@ async def readyz(service: ServiceDep) -> Response:
     reason = await service.unready_reason()
     if reason is not None:
         return problem_response(503, reason, "not-ready")
-    return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", "containment": service.containment})
 
 
 metrics_router = APIRouter(tags=["operations"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from pericles.api.auth import CallerDep, TokenDep, for_limited_tokens
@@ -15,6 +17,8 @@ from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse, RenderCache
 from pericles.model import MAX_WAIT, ListQuery, Payload, PayloadSpec, Status
+
+log = logging.getLogger("pericles.api")
 
 router = APIRouter()
 
@@ -70,11 +74,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise Problem(413, "body-too-large", f"the body is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "body-too-large", f"the body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, "body-too-large", f"the body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Not a server fault: one line, no traceback. The answer below reaches nobody.
+        client = request.client
+        log.info(
+            "%s %s: the client went away after %d bytes of the body (%s)",
+            request.method,
+            request.url.path,
+            size,
+            f"{client.host}:{client.port}" if client else "unknown client",
+        )
+        raise Problem(400, "body-incomplete", "the body ended early") from None
     return b"".join(chunks)
 
 
@@ -90,6 +106,15 @@ def _parse_spec(body: bytes) -> PayloadSpec:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid-json", f"the body is not valid JSON: {exc}") from exc
+    return spec_from(data)
+
+
+def spec_from(data: object) -> PayloadSpec:
+    """The spec a decoded create body asks for, as the model reads it; raises `Problem` (422).
+
+    Every way in to create a payload (this route, `/payloads/check`, the MCP tools) parses
+    through here; what the server then allows is `service.admission`'s to say.
+    """
     if not isinstance(data, dict):
         raise Problem(422, "invalid-spec", "the body must be a JSON object")
     try:
@@ -171,6 +196,14 @@ async def list_payloads(
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     after: Annotated[str | None, Query(description="Start after this payload id")] = None,
     order: Literal["asc", "desc"] = "asc",
+    q: Annotated[
+        str,
+        Query(
+            max_length=1024,
+            description="Only payloads whose command line (cmd and params, space-joined) "
+            "contains this text, ignoring case",
+        ),
+    ] = "",
 ) -> Response:
     query = ListQuery(
         statuses=_statuses(status),
@@ -179,6 +212,7 @@ async def list_payloads(
         after=after,
         descending=order == "desc",
         actions=token.actions if token is not None else None,
+        text=q,
     )
     page = await service.page(query)
     headers = {}
@@ -187,6 +221,24 @@ async def list_payloads(
         params.append(("after", page.records[-1].id))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
     return JSONResponse(page.records, headers=headers)
+
+
+class Counts(BaseModel):
+    """How many payloads are in each status, and in all."""
+
+    total: int
+    by_status: dict[str, int]
+
+
+@router.get(
+    "/payloads/counts",
+    response_model=Counts,
+    summary="How many payloads there are, by status (`error` counts every error:...)",
+)
+async def count_payloads(service: ServiceDep) -> Response:
+    counts = await service.counts()
+    by_status = {status.value: n for status, n in counts.items()}
+    return JSONResponse({"total": sum(counts.values()), "by_status": by_status})
 
 
 @router.get("/payloads/{payload_id}", response_model=Payload, summary="One payload")

@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with bounds on request heads.
+"""uvicorn's httptools protocol with bounds on request heads, bodies and connections.
 
 uvicorn bounds headers only for h11 (`h11_max_incomplete_event_size`); with httptools a
 client may send headers without end and the server keeps them all, and a connection that
@@ -6,6 +6,11 @@ sends nothing, or one header line a minute, is kept open forever: `timeout_keep_
 starts after a first response. This subclass counts the bytes of the request line and
 headers as the parser reports them and answers 431 past `max_bytes`, and closes a
 connection whose head is not complete within `timeout` seconds.
+
+A client may also send a head announcing a large body and then stall: each such connection
+holds a descriptor, and enough of them take every descriptor the server has (payload pipes
+included). So a body must be complete within `body_timeout` seconds (else 408), and past
+`max_connections` open connections a new one is answered 503 and closed at once.
 """
 
 from __future__ import annotations
@@ -16,26 +21,31 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_REASON = b"Request Header Fields Too Large"
 
-
-def _too_large(limit: int) -> bytes:
+def _problem(status: int, reason: str, slug: str, detail: str, extra: bytes = b"") -> bytes:
+    """A whole HTTP response carrying a problem JSON body, closing the connection."""
     body = orjson.dumps(
-        {
-            "type": "/problems/headers-too-large",
-            "title": _REASON.decode(),
-            "status": 431,
-            "detail": f"the request line and headers are over {limit} bytes",
-        },
+        {"type": f"/problems/{slug}", "title": reason, "status": status, "detail": detail},
         option=orjson.OPT_APPEND_NEWLINE,
     )
     head = (
-        b"HTTP/1.1 431 " + _REASON + b"\r\n"
-        b"content-type: application/problem+json\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n"
-        b"connection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n".encode() + b"content-type: application/problem+json\r\n"
+        b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"connection: close\r\n\r\n"
     )
     return head + body
+
+
+def _too_large(limit: int) -> bytes:
+    return _problem(
+        431,
+        "Request Header Fields Too Large",
+        "headers-too-large",
+        f"the request line and headers are over {limit} bytes",
+    )
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -43,21 +53,47 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     max_bytes = 16 * 1024
     timeout = 10.0
+    body_timeout = 30.0
+    max_connections = 1 << 30
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refused = True
+            transport.write(_OVER_CAPACITY)
+            transport.close()
+            return
         # Until the first request's head is in, the connection is on the clock.
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing():
+            return
+        if not cycle.response_started:
+            self.transport.write(self._late_body)
+            # The app reading the body sees the client gone; what it answers goes nowhere.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
 
     def _arm_head_timer(self) -> None:
         self._disarm_head_timer()
@@ -109,20 +145,51 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         if not self._refused:
             super().on_headers_complete()
+            # The body, if any, is on the clock until its last byte (on_message_complete).
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._disarm_body_timer()
         if not self._refused:
             super().on_message_complete()
 
+    @property
+    def _late_body(self) -> bytes:
+        return _problem(
+            408,
+            "Request Timeout",
+            "body-timeout",
+            f"the request body was not complete within {self.body_timeout:g} seconds",
+        )
 
-def bounded_head_protocol(max_bytes: int, timeout: float) -> type[BoundedHeadProtocol]:
+
+_OVER_CAPACITY = _problem(
+    503,
+    "Service Unavailable",
+    "too-many-connections",
+    "the server has as many connections open as it takes (--max-connections); retry",
+    b"retry-after: 1\r\n",
+)
+
+
+def bounded_head_protocol(
+    max_bytes: int,
+    timeout: float,
+    body_timeout: float = 30.0,
+    max_connections: int = 1 << 30,
+) -> type[BoundedHeadProtocol]:
     """A protocol class for `uvicorn.Config(http=...)` with these bounds."""
     return type(
         "BoundedHeadProtocol",
         (BoundedHeadProtocol,),
-        {"max_bytes": max_bytes, "timeout": timeout},
+        {
+            "max_bytes": max_bytes,
+            "timeout": timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+        },
     )

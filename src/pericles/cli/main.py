@@ -22,6 +22,7 @@ import typer
 from pericles import __version__
 from pericles.cli import actions, exitcodes, render
 from pericles.cli.attach import attach
+from pericles.cli.worker import worker
 from pericles.client import (
     AlreadyTerminal,
     Client,
@@ -97,6 +98,14 @@ class Connection:
         self._token = token
         self._client: Client | None = None
 
+    @property
+    def server(self) -> str | None:
+        return self._server
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
     def client(self, server: str | None = None, token: str | None = None) -> Client:
         if self._client is None:
             client = Client(server or self._server, token or self._token)
@@ -139,6 +148,9 @@ def serve(ctx: typer.Context) -> None:
     from pericles.cli.serve import main as serve_main
 
     serve_main(list(ctx.args))
+
+
+app.command()(worker)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
@@ -428,6 +440,22 @@ def rm(
 
 
 actions.register(app, _client, _attach_or_cancel)
+
+
+@app.command("mcp-stdio", cls=_Command)
+def mcp_stdio(ctx: typer.Context, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Speak MCP on stdin/stdout, relayed to the server's /mcp endpoint (handler-serve --mcp).
+
+    For MCP clients that only start local commands. Give a token with --token or
+    PERICLES_TOKEN; its scope decides which tools the client sees.
+    """
+    from pericles.mcp.bridge import main as bridge
+
+    connection = ctx.find_object(Connection)
+    bridge(
+        server or (connection.server if connection else None),
+        token or (connection.token if connection else None),
+    )
 
 
 def _report(error: ClientError) -> None:

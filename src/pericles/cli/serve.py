@@ -8,11 +8,13 @@ clear line, not a traceback from the app's lifespan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
 import logging.config
 import os
+import resource
 import signal
 import socket
 import sys
@@ -68,6 +70,32 @@ def check_exposure(settings: Settings, tokens: TokenSet) -> str | None:
     )
 
 
+#: Descriptors kept back from connections whatever the settings: the store, logs, the loop.
+_BASE_RESERVE = 128
+#: Descriptors a running payload may hold: three pipes, its pidfd, its cgroup, a spare.
+_PER_PAYLOAD = 8
+
+
+def raise_open_files() -> int:
+    """Raise the open-file soft limit to the hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def connection_limit(open_files: int, max_running: int) -> int:
+    """Connections that still leave descriptors for `max_running` payloads (0: no limit on
+    them, so half of all) and the server's own files."""
+    if max_running:
+        reserve = _BASE_RESERVE + _PER_PAYLOAD * max_running
+    else:
+        reserve = max(open_files // 2, _BASE_RESERVE)
+    return max(open_files - reserve, 16)
+
+
 class _Server(uvicorn.Server):
     """uvicorn on a socket bound beforehand, still saying where it runs once it does.
 
@@ -84,10 +112,18 @@ class _Server(uvicorn.Server):
 def serve(
     settings: Settings, tokens: TokenSet, sock: socket.socket, warning: str | None = None
 ) -> None:
-    config_dict = log_config(settings.log_level, settings.log_format)
+    config_dict = log_config(settings.log_level, settings.log_format, tokens)
     logging.config.dictConfig(config_dict)
     if warning:
         log.warning("%s", warning)
+    if not is_loopback(settings.host) and not settings.public_host:
+        log.warning(
+            "listening on %s with no --public-host: requests that name this server by a "
+            "host name get 403 (DNS rebinding guard); only its addresses are answered",
+            settings.host,
+        )
+    open_files = raise_open_files()
+    max_connections = settings.max_connections or connection_limit(open_files, settings.max_running)
     try:
         server = Server(settings, tokens, os.environ)
     except (PolicyError, ActionsError, UnknownIdentity) as exc:
@@ -109,7 +145,12 @@ def serve(
         # An open output stream never ends by itself: without a bound, shutdown would wait on it.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
         loop="uvloop",
-        http=bounded_head_protocol(settings.max_header_bytes, settings.header_timeout),
+        http=bounded_head_protocol(
+            settings.max_header_bytes,
+            settings.header_timeout,
+            settings.body_timeout,
+            max_connections,
+        ),
         timeout_keep_alive=settings.keep_alive_timeout,
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
@@ -123,13 +164,21 @@ def serve(
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(_run(server, _Server(config), sock))
+            runner.run(_run(server, _Server(config), sock, open_files, max_connections))
     except StoreUnavailable as exc:
         raise _store_failed(settings, exc) from None
 
 
-async def _run(server: Server, uvicorn_server: uvicorn.Server, sock: socket.socket) -> None:
+async def _run(
+    server: Server,
+    uvicorn_server: uvicorn.Server,
+    sock: socket.socket,
+    open_files: int,
+    max_connections: int,
+) -> None:
     await server.open()
+    # Logged once the store is open: a start refused for its store stays one line.
+    log.info("open files: up to %d; connections: up to %d", open_files, max_connections)
     try:
         await uvicorn_server.serve(sockets=[sock])
     finally:
@@ -182,6 +231,12 @@ def main(argv: list[str] | None = None) -> None:
         for line in exc.lines:
             print(f"handler-serve: {line}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    if settings.runner == "celery" and not settings.store.startswith("redis://"):
+        print(
+            "handler-serve: --runner celery needs a redis:// store (Redis is also its broker)",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE)
     try:
         tokens = settings_tokens(settings)
         warning = check_exposure(settings, tokens)

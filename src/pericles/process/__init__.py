@@ -4,7 +4,18 @@ Nothing above this package calls `os.kill`, `os.posix_spawn` or `subprocess`.
 """
 
 from pericles.process.child import Child, Exit, OutputSink
-from pericles.process.exe import HOST_PATHS, DigestCache, canonical, identify
+from pericles.process.contain import Containment
+from pericles.process.exe import (
+    HOST_PATHS,
+    DigestCache,
+    HostPaths,
+    MagicLink,
+    Target,
+    canonical,
+    changed,
+    identify,
+    open_target,
+)
 from pericles.process.identity import RunAs, UnknownIdentity, is_root, parse_run_as
 from pericles.process.limits import RLIMITS
 from pericles.process.orphans import boot_id, kill_group
@@ -24,8 +35,11 @@ __all__ = [
     "HOST_PATHS",
     "RLIMITS",
     "Child",
+    "Containment",
     "DigestCache",
     "Exit",
+    "HostPaths",
+    "MagicLink",
     "OutputSink",
     "RunAs",
     "SpawnFailed",
@@ -33,15 +47,18 @@ __all__ = [
     "StdinFull",
     "StdinWriter",
     "Stdio",
+    "Target",
     "UnknownIdentity",
     "become_subreaper",
     "boot_id",
     "canonical",
+    "changed",
     "check_cwd",
     "identify",
     "is_root",
     "kill_group",
     "kill_strays",
+    "open_target",
     "parse_run_as",
     "resolve_executable",
     "spawn",

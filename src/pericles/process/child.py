@@ -16,6 +16,8 @@ import resource
 import signal
 from collections.abc import Callable
 
+from pericles.process.cgroup import Usage
+from pericles.process.contain import Members
 from pericles.process.reaper import reap_group
 from pericles.process.stdin import StdinWriter
 
@@ -33,6 +35,9 @@ _CHATTY_READ = 256 * 1024
 # Once the leader has exited and its group is killed, how long stray holders of the pipes
 # (a descendant that left the group) may keep them open before we stop reading.
 _DRAIN_AFTER_EXIT = 2.0
+#: Polling for the last process of a payload to be gone: first and longest delay, seconds.
+_GONE_POLL_FIRST = 0.001
+_GONE_POLL_MAX = 0.25
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,6 +47,8 @@ class Exit:
     exit_code: int | None
     signal: str | None
     rusage: resource.struct_rusage | None
+    #: What the containment counted for all the payload's processes, where it counts.
+    usage: Usage | None = None
 
 
 def _decode_status(status: int) -> tuple[int | None, str | None]:
@@ -57,20 +64,29 @@ def _decode_status(status: int) -> tuple[int | None, str | None]:
 class Child:
     """A started process, leader of its own session and process group.
 
-    `exited` resolves once the process is reaped and its pipes are drained, so by then every
-    byte it wrote has reached the sink.
+    `exited` resolves once the process is reaped, every other process of the payload
+    (`members`) is gone and its pipes are drained, so by then every byte it wrote has
+    reached the sink. When the main process exits, the others are killed; with
+    `keep_descendants` they are waited for instead.
     """
 
     def __init__(
         self,
         pid: int,
+        pidfd: int,
+        members: Members,
         stdout_fd: int,
         stderr_fd: int,
         sink: OutputSink,
         loop: asyncio.AbstractEventLoop,
         stdin: StdinWriter | None = None,
+        keep_descendants: bool = False,
     ) -> None:
         self.pid = pid
+        self.members = members
+        self._keep = keep_descendants
+        #: The main process's own end, before the rest of the payload is gone.
+        self._main_exit: Exit | None = None
         #: The server's end of the child's stdin, when it was asked as a pipe or fed data.
         self.stdin = stdin
         self._loop = loop
@@ -88,32 +104,31 @@ class Child:
             loop.add_reader(fd, self._on_readable, fd)
         # Holding the pidfd pins the pid: it cannot be reused until we reap it, so signals
         # sent before the reap always reach our child and its group.
-        self._pidfd: int | None = os.pidfd_open(pid)
-        loop.add_reader(self._pidfd, self._on_exit)
+        self._pidfd: int | None = pidfd
+        loop.add_reader(pidfd, self._on_exit)
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._gone_timer: asyncio.TimerHandle | None = None
 
     @property
     def reaped(self) -> bool:
         return self._exit is not None
 
     def signal_group(self, sig: signal.Signals) -> bool:
-        """Send `sig` to the child's whole process group; False when it has already ended."""
+        """Send `sig` to every process of the payload; False when it has already ended."""
         if self._exit is not None:
             return False
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            return False
-        return True
+        return self.members.signal(sig)
 
     async def terminate(self, grace: float) -> Exit:
-        """SIGTERM to the group, up to `grace` seconds to exit, then SIGKILL; reaped on return."""
+        """SIGTERM to every process, up to `grace` seconds to end, then SIGKILL to all;
+        reaped on return."""
         if self.signal_group(signal.SIGTERM):
             # A stopped process only acts on SIGTERM once it runs again.
             self.signal_group(signal.SIGCONT)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), grace)
-        self.signal_group(signal.SIGKILL)
+        if self._exit is None:
+            self.members.kill()
         return await self.exited
 
     def _on_readable(self, fd: int) -> None:
@@ -150,9 +165,10 @@ class Child:
 
     def _on_exit(self) -> None:
         # The leader is a zombie now, still holding its pid, so the group id cannot have been
-        # reused: kill whatever it left behind in its group before reaping it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        # reused: kill whatever it left behind before reaping it (unless asked to keep it).
+        left = self.members.remaining()
+        if left and not self._keep:
+            self.members.kill()
         try:
             _, status, rusage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
@@ -165,10 +181,39 @@ class Child:
         if self.stdin is not None:
             self.stdin.abort()
         code, sig = _decode_status(status)
-        self._exit = Exit(code, sig, rusage)
+        self._main_exit = Exit(code, sig, rusage)
+        self._when_gone(0.0, extras=False, known_empty=not left)
+
+    def _when_gone(self, delay: float, extras: bool, known_empty: bool = False) -> None:
+        """Once no process of the payload is left: count, clean up, then end."""
+        self._gone_timer = None
+        if not known_empty and self.members.remaining():
+            delay = min(max(delay * 2, _GONE_POLL_FIRST), _GONE_POLL_MAX)
+            self._gone_timer = self._loop.call_later(delay, self._when_gone, delay, True)
+            return
+        main = self._main_exit
+        assert main is not None
+        if extras:  # others were killed or waited for: reap those adopted by this server
+            self.members.reap()
+        usage = self.members.usage()
+        self._release(0.0)
+        self._exit = dataclasses.replace(main, usage=usage)
         if self._pipes:
             self._drain_timer = self._loop.call_later(_DRAIN_AFTER_EXIT, self._abandon_pipes)
         self._maybe_done()
+
+    def _release(self, delay: float) -> None:
+        try:
+            if self.members.release():
+                return
+        except OSError as exc:
+            log.warning("pid %d: cannot remove its cgroup: %s", self.pid, exc)
+            return
+        if delay < 5.0:  # torn down by the kernel a little after the last process is gone
+            delay = max(delay * 2, _GONE_POLL_FIRST)
+            self._loop.call_later(delay, self._release, delay)
+        else:
+            log.warning("pid %d: its cgroup stays busy; left in place", self.pid)
 
     def _abandon_pipes(self) -> None:
         log.warning(

@@ -30,14 +30,18 @@ RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def _child(
-    executable: str,
+    executable: str | int,
     argv: Sequence[str],
     env: Mapping[str, str],
     fds: tuple[int, int, int],
-    cwd: str | None,
+    cwd: str | int | None,
     limits: Mapping[str, int],
     run_as: RunAs | None,
+    cgroup_procs: int,
 ) -> None:
+    if cgroup_procs >= 0:
+        # Into the payload's cgroup before anything else runs: all it starts is born there.
+        os.write(cgroup_procs, b"0")
     os.setsid()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)  # dup2's copy is inheritable; the originals are close-on-exec
@@ -49,30 +53,45 @@ def _child(
     apply_limits(limits)
     if run_as is not None:
         drop_privileges(run_as)
-    if cwd is not None:
+    if isinstance(cwd, int):
+        os.fchdir(cwd)  # the directory that was checked, whatever its path points at now
+    elif cwd is not None:
         os.chdir(cwd)
+    if isinstance(executable, int):
+        # fexecve: the file that was hashed. Inheritable, so that a `#!` script's
+        # interpreter can open the /dev/fd/N it is handed.
+        os.set_inheritable(executable, True)
     os.execve(executable, list(argv), env)
 
 
 def fork_exec(
-    executable: str,
+    executable: str | int,
     argv: Sequence[str],
     env: Mapping[str, str],
     fds: tuple[int, int, int],
-    cwd: str | None,
+    cwd: str | int | None,
     limits: Mapping[str, int],
     run_as: RunAs | None = None,
+    cgroup_procs: int = -1,
 ) -> int:
-    """Start `executable` with stdin/stdout/stderr on `fds`, in `cwd`, under `limits`, as `run_as`.
+    """Start `executable` with stdin/stdout/stderr on `fds`, in `cwd`, under `limits`, as `run_as`,
+    in the cgroup whose `cgroup.procs` is open as `cgroup_procs` (-1: this server's).
+
+    `executable` may be an open file's descriptor (fexecve) and `cwd` an open directory's.
 
     Returns the pid; raises `OSError` with exec's (or chdir's, setrlimit's, setuid's) errno.
     """
     report_r, report_w = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(report_r)
+        os.close(report_w)
+        raise
     if pid == 0:  # pragma: no cover - the child never returns to pytest
         code = errno.EIO
         try:
-            _child(executable, argv, env, fds, cwd, limits, run_as)
+            _child(executable, argv, env, fds, cwd, limits, run_as, cgroup_procs)
         except OSError as exc:
             code = exc.errno or errno.EIO
         finally:

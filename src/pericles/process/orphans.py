@@ -42,16 +42,17 @@ def _boot_time() -> float:
 
 
 def _group(pgid: int, boot: float) -> list[tuple[int, float]]:
-    """(pid, start time as a Unix time) of every live process in group `pgid`."""
+    """(pid, start time as a Unix time) of every live process in group `pgid` or in the
+    session it leads (a payload's process leads both)."""
     return [
         (p.pid, boot + p.start_ticks / _TICKS)
         for p in processes()
-        if p.pgrp == pgid and p.state not in ("Z", "X")
+        if (p.pgrp == pgid or p.session == pgid) and p.state not in ("Z", "X")
     ]
 
 
 def kill_group(pgid: int, started_after: float) -> int:
-    """SIGKILL the processes of group `pgid` that started at or after `started_after`
+    """SIGKILL the processes of group (and session) `pgid` that started at or after `started_after`
     (a Unix time); returns how many were sent the signal.
 
     Processes that are gone, or not ours to kill, are passed over.

@@ -13,6 +13,7 @@ class ProcStat:
     state: str
     ppid: int
     pgrp: int
+    session: int
     #: When the process started, in clock ticks after boot.
     start_ticks: int
 
@@ -29,4 +30,6 @@ def processes() -> Iterator[ProcStat]:
             continue
         # The command name may hold spaces and parentheses: split after the last ')'.
         fields = stat[stat.rindex(")") + 2 :].split()
-        yield ProcStat(int(entry), fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
+        yield ProcStat(
+            int(entry), fields[0], int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19])
+        )

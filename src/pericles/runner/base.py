@@ -88,10 +88,15 @@ class Runner(abc.ABC):
         """An id of the boot the processes run in, or None when not known."""
         return None
 
-    def kill_leftovers(self, pid: int, started_after: float) -> int:
-        """Kill what remains of the process group `pid` of a payload an earlier server ran
-        (only its processes started at or after `started_after`, a Unix time); how many."""
+    def kill_leftovers(self, payload_id: str, pid: int | None, started_after: float) -> int:
+        """Kill what remains of a payload an earlier server started: its cgroup where there
+        is one, else its process group `pid` (only processes started at or after
+        `started_after`, a Unix time); how many processes."""
         return 0
+
+    def containment(self) -> str:
+        """How the processes a payload starts are kept together, in a few words."""
+        return "none"
 
     async def open(self) -> None:
         """Get ready to start payloads."""

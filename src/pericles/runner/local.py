@@ -20,12 +20,17 @@ def _exited(result: process.Exit) -> Exited:
     usage = result.rusage
     if usage is None:
         return Exited(result.exit_code, result.signal)
+    counted = result.usage
+    # The cgroup counts every process of the payload, waited for or not; rusage only those
+    # the main process waited for. Peak memory comes from the cgroup when it has a memory
+    # controller, else from the largest process the main one waited for.
     return Exited(
         result.exit_code,
         result.signal,
-        cpu_user_seconds=usage.ru_utime,
-        cpu_system_seconds=usage.ru_stime,
-        max_rss_bytes=usage.ru_maxrss * 1024,  # Linux counts it in KiB
+        cpu_user_seconds=counted.user_seconds if counted else usage.ru_utime,
+        cpu_system_seconds=counted.system_seconds if counted else usage.ru_stime,
+        max_rss_bytes=(counted.max_rss_bytes if counted and counted.max_rss_bytes else None)
+        or usage.ru_maxrss * 1024,  # Linux counts it in KiB
     )
 
 
@@ -74,8 +79,11 @@ class LocalRunner(Runner):
     """Runs payloads here through `pericles.process`.
 
     `inherit_env` gives payloads this server's environment under their own `env`, instead of
-    `PATH` alone; `max_stdin` bounds the stdin bytes queued per payload; `run_as` is the user
-    and group payloads drop to.
+    `PATH` alone; `payload_path` is the PATH they get (default `DEFAULT_PATH`);
+    with `own_path_lookup` (under a command policy) a bare command is found on that PATH even
+    when the payload sets its own, so what is judged never depends on the caller's PATH;
+    `max_stdin` bounds the stdin bytes queued per payload; `run_as` is the user and group
+    payloads drop to.
     """
 
     def __init__(
@@ -83,29 +91,48 @@ class LocalRunner(Runner):
         inherit_env: bool = False,
         max_stdin: int = 1024 * 1024,
         run_as: process.RunAs | None = None,
+        containment: str = "auto",
+        payload_path: str | None = None,
+        own_path_lookup: bool = False,
     ) -> None:
         base: dict[str, str] = {"PATH": process.DEFAULT_PATH}
         if inherit_env:
             # Never our own settings: PERICLES_TOKEN is a secret, the rest is not theirs.
             base.update((k, v) for k, v in os.environ.items() if not k.startswith("PERICLES_"))
+        if payload_path is not None:
+            base["PATH"] = payload_path
+        self._own_path_lookup = own_path_lookup
         self._base_env: Mapping[str, str] = base
         self._max_stdin = max_stdin
         self._run_as = run_as
         self._digests = process.DigestCache()
+        self._containment_mode = containment
+        self._containment = process.Containment(None, "not opened yet")
 
     async def open(self) -> None:
+        """Become a subreaper and set up containment; raises `OSError` when
+        `--containment cgroup` was asked and cgroups cannot be used."""
         process.become_subreaper()
+        self._containment = process.Containment.create(self._containment_mode)
+        log.info("containment: %s", self._containment.describe())
 
     async def close(self) -> None:
+        self._containment.close()
         strays = process.kill_strays()
         if strays:
             log.warning("killed %d process(es) that escaped their payload's group", strays)
 
+    def containment(self) -> str:
+        return self._containment.kind
+
     def host_boot(self) -> str | None:
         return process.boot_id()
 
-    def kill_leftovers(self, pid: int, started_after: float) -> int:
-        return process.kill_group(pid, started_after)
+    def kill_leftovers(self, payload_id: str, pid: int | None, started_after: float) -> int:
+        killed = self._containment.kill_leftovers(payload_id)
+        if killed is not None:
+            return killed
+        return process.kill_group(pid, started_after) if pid is not None else 0
 
     def check(self, spec: PayloadSpec) -> list[FieldError]:
         if spec.cwd is not None and (why := process.check_cwd(spec.cwd)) is not None:
@@ -126,16 +153,27 @@ class LocalRunner(Runner):
         # A fresh dict per payload: one payload's secrets never reach another's environment.
         return {**self._base_env, **(spec.env or {}), **secrets}
 
+    def _search_path(self, spec: PayloadSpec) -> str | None:
+        return (self._base_env if self._own_path_lookup else self._env(spec)).get("PATH")
+
     async def identify(self, spec: PayloadSpec) -> Resolved:
-        search_path = self._env(spec).get("PATH")
+        search_path = self._search_path(spec)
         try:
             return await process.identify(spec.cmd, search_path, spec.cwd, self._digests)
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
+        except OSError as exc:  # whatever the OS refuses ends as a start error, never stuck
+            raise StartFailed(exc.strerror or str(exc)) from exc
 
     async def start(
         self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
     ) -> Execution:
+        """Start `spec`; with `resolved`, only if what opens now is what was judged.
+
+        The executable and cwd are opened once more, compared with `resolved`, and the child
+        starts from those open files: in the open directory (fchdir) and, when a rule pinned
+        the digest, from the open file that was hashed.
+        """
         env = self._env(spec)
         execution: LocalExecution | None = None
 
@@ -144,6 +182,15 @@ class LocalRunner(Runner):
             execution.on_output(stream, data)
 
         try:
+            target = await process.open_target(spec.cmd, env.get("PATH"), spec.cwd, self._digests)
+        except process.SpawnFailed as exc:
+            raise StartFailed(exc.reason) from exc
+        except OSError as exc:
+            raise StartFailed(exc.strerror or str(exc)) from exc
+        try:
+            if resolved is not None and (why := process.changed(resolved, target.resolved)):
+                raise StartFailed(why)
+            judged = resolved or target.resolved
             child = process.spawn(
                 spec.cmd,
                 spec.params,
@@ -151,12 +198,22 @@ class LocalRunner(Runner):
                 sink,
                 asyncio.get_running_loop(),
                 stdio=self._stdio(spec),
-                cwd=spec.cwd,
+                cwd_fd=target.cwd_fd,
                 limits=spec.limits.given() if spec.limits is not None else None,
-                executable=resolved.exe if resolved is not None else None,
+                executable=target.exe_fd if judged.pinned else target.resolved.exe,
+                # The judged file's own name: a caller's symlink spelling could make a
+                # multi-call program act as another, or Python find a fake virtualenv.
+                argv0=judged.exe if judged.judged else None,
                 run_as=self._run_as,
+                containment=self._containment,
+                payload_id=payload_id,
+                keep_descendants=bool(spec.keep_descendants),
             )
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
+        except OSError as exc:  # e.g. no descriptors left for its pipes (EMFILE)
+            raise StartFailed(exc.strerror or str(exc)) from exc
+        finally:
+            target.close()
         execution = LocalExecution(payload_id, child)
         return execution

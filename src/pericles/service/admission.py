@@ -3,6 +3,10 @@
 The answer is a `Refusal` (a problem type, the fields at fault, why) or an `Admitted` spec:
 the spec as it will run, with what it left open filled in, in this order:
 
+0. a `secret_env` value found in any other field (`cmd`, `params`, `env`, `labels`, `cwd`,
+   `stdin`, names included) refuses the spec alone, before any other check could quote
+   that field: those fields are stored, shown and logged. The error names the field and
+   the secret's name, never the value;
 1. the server's size limits (`--max-params`, `--max-param-length`, `--max-env-bytes`,
    `--max-stdin`) and what the runner can give (a `cwd` that exists);
 2. the command policy: the first rule that matches the resolved file and accepts the spec
@@ -56,6 +60,31 @@ class Admitted:
     caller: str | None = None
 
 
+def _kept_texts(spec: PayloadSpec) -> list[tuple[str, str]]:
+    """Every text of `spec` that the server keeps or shows, with its field (dotted path)."""
+    texts = [("cmd", spec.cmd), *((f"params.{i}", p) for i, p in enumerate(spec.params))]
+    for field, mapping in (("env", spec.env), ("labels", spec.labels)):
+        for key, value in (mapping or {}).items():
+            # The name is checked first: the value's own error quotes it as its field.
+            texts += [(field, key), (f"{field}.{key}", value)]
+    texts += [(field, v) for field, v in (("cwd", spec.cwd), ("stdin", spec.stdin)) if v]
+    return texts
+
+
+def _secret_errors(spec: PayloadSpec) -> list[FieldError]:
+    """The fields of `spec` that hold one of its own secret_env values."""
+    if not spec.secret_env:
+        return []
+    secrets = {name: v.get_secret_value() for name, v in spec.secret_env.items()}
+    for field, text in _kept_texts(spec):
+        for name, value in secrets.items():
+            if value in text:
+                where = f"a name in {field}" if field in ("env", "labels") else field
+                msg = f"{where} contains the value of secret_env {name}: give it only there"
+                return [FieldError(field, msg)]
+    return []
+
+
 def _limits_of(spec: PayloadSpec) -> dict[str, int]:
     return spec.limits.given() if spec.limits is not None else {}
 
@@ -78,6 +107,9 @@ class Admission:
         `declared_env` names the variables a named action sets itself (its `env` and its
         secret arguments): the caller chose none of those names, so the policy accepts them.
         """
+        leaks = _secret_errors(spec)
+        if leaks:
+            return Refusal("invalid-spec", tuple(leaks))
         errors = [*self._size_errors(spec), *self._runner.check(spec)]
         if errors:
             return Refusal("invalid-spec", tuple(errors))
@@ -105,12 +137,21 @@ class Admission:
         """The file to run, resolved again; `StartFailed` unless it is the file admitted."""
         resolved = await self._runner.identify(admitted.spec)
         was = admitted.resolved
-        if was is not None and (resolved.exe, resolved.sha256) != (was.exe, was.sha256):
+        if was is None:
+            return resolved
+        if (resolved.exe, resolved.sha256) != (was.exe, was.sha256):
             raise StartFailed(
                 f"refused by the command policy: {resolved.exe} (sha256 {resolved.sha256}) "
                 f"is not the file admitted, {was.exe} (sha256 {was.sha256})"
             )
-        return resolved
+        if resolved.cwd != was.cwd:
+            raise StartFailed(
+                f"refused by the command policy: cwd {resolved.cwd} is not the one admitted, "
+                f"{was.cwd}"
+            )
+        # The runner starts exactly this: argv[0] the judged file, from the hashed
+        # descriptor when the rule pins it, in the judged directory (it checks once more).
+        return dataclasses.replace(resolved, judged=True, pinned=admitted.decision.pinned)
 
     # -- the steps -------------------------------------------------------------------------
 

@@ -60,9 +60,19 @@ def _log_transition(record: Payload) -> None:
 class Records:
     """The store behind the service's rules: writes, their publication, and retention."""
 
-    def __init__(self, store: Store, retention: Retention, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        retention: Retention,
+        metrics: Metrics | None,
+        shared: bool = False,
+    ) -> None:
         self.store = store
         self._retention = retention
+        #: The store is shared with other processes (celery workers, API replicas): each
+        #: sees only some ends, so none evicts by what it saw, and readers here hear of
+        #: changes from the store's own change feed (`heard`), not from this process.
+        self._shared = shared
         self._retention_timer: asyncio.TimerHandle | None = None
         self._metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
@@ -75,7 +85,7 @@ class Records:
     async def add(self, record: Payload) -> None:
         """Keep a new pending record and publish it."""
         await self.store.add(record)
-        self._published(record, None)
+        self.published(record, None)
 
     async def move(
         self, record: Payload, wanted: Status, status: str | None = None, **changes: Any
@@ -83,30 +93,39 @@ class Records:
         """`record` moved to `wanted` (wire text `status`, if given) with `changes`, stored."""
         check_transition(record, wanted)
         new = dataclasses.replace(record, status=status or wanted.value, **changes)
-        await self.store.put(new)
-        self._published(new, record.state)
-        if new.terminal:
+        # Compare and set: raises `StaleRecord` when another process moved it first.
+        await self.store.put(new, before=record.state)
+        self.published(new, record.state)
+        if new.terminal and not self._shared:
             await self.evict(self._retention.add(new.id))
             self.arm_retention_timer()
         return new
 
-    def _published(self, record: Payload, before: Status | None) -> None:
+    def published(self, record: Payload, before: Status | None) -> None:
+        """Tell the log and the metrics of a change (and, unless shared, readers here)."""
         _log_transition(record)
         if self._metrics is not None:
             self._metrics.transition(record, before)
+        if not self._shared:
+            self.heard(record)
+        # Writes made here only: with a shared store, each change is told by its writer once.
+        for listener in self.listeners:
+            listener(record, before)
+
+    def heard(self, record: Payload) -> None:
+        """Wake readers of a change: made here, or by another process (a shared store)."""
         self.feed.publish(record)
         self.changes.notify(record.id)
         if record.terminal:
             self.changes.forget(record.id)
-        for listener in self.listeners:
-            listener(record, before)
 
     async def append_output(self, payload_id: str, stream: str, data: bytes) -> tuple[int, int]:
         """Keep `data` as the next output of `stream`; (bytes written, bytes dropped) so far."""
         counts = await self.store.append_output(payload_id, stream, data)
         if self._metrics is not None:
             self._metrics.output(stream, len(data))
-        self.changes.notify(payload_id)
+        if not self._shared:
+            self.changes.notify(payload_id)
         return counts
 
     async def forget(self, payload_id: str) -> None:

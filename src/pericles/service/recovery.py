@@ -36,6 +36,8 @@ _SPEC_FIELDS = (
     "limits",
     "labels",
     "priority",
+    "keep_descendants",
+    "queue",
 )
 
 
@@ -75,12 +77,16 @@ async def recover(
     if boot is not None:
         await store.set_meta("boot_id", boot)
     kept = await store.list()
+    starting = await store.starting()
     evict: list[str] = []
     for payload_id, age in by_end(kept, utcnow()):
         evict += records.ended(payload_id, age)
     await records.evict(evict)
     for record in kept:
-        if record.state is Status.PENDING:
+        if record.state is Status.PENDING and record.id in starting:
+            # It may have started: never again (at most once). Its processes, if any, die.
+            await _lose(records, runner, record, same_boot)
+        elif record.state is Status.PENDING:
             await _requeue(records, admission, queue, record)
         elif record.state in (Status.WORKING, Status.PAUSED):
             await _lose(records, runner, record, same_boot)
@@ -111,8 +117,9 @@ async def _requeue(
 
 
 async def _lose(records: Records, runner: Runner, record: Payload, same_boot: bool) -> None:
-    if same_boot and record.pid is not None and record.started_at is not None:
-        killed = runner.kill_leftovers(record.pid, record.started_at.timestamp())
+    since = record.started_at or record.created_at
+    if same_boot and since is not None:
+        killed = runner.kill_leftovers(record.id, record.pid, since.timestamp())
         if killed:
             log.warning("payload %s: killed %d leftover process(es)", record.id, killed)
     # Its counts were stored at its last transition; its output, until the crash.

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pericles.errors import StdinUnavailable
+from pericles.errors import StaleRecord, StdinUnavailable
 from pericles.model import STDIN_PIPE, Payload, Resolved, Status, start_error, utcnow
 from pericles.redact import Redactor
 from pericles.runner import Execution, Exited, Output, Runner, StartFailed
@@ -24,6 +24,15 @@ log = logging.getLogger("pericles.service")
 
 #: Resolves an admitted spec's file just before it starts; `StartFailed` when it may not run.
 Identify = Callable[[Admitted], Awaitable[Resolved]]
+
+
+def _reason(exc: Exception) -> str:
+    """The text for `error:start(...`: the OS's own words where there are some."""
+    if isinstance(exc, StartFailed):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 class Run:
@@ -51,6 +60,10 @@ class Run:
         self.execution: Execution | None = None
         #: The terminal status asked for (cancelled or timeout) and the timeout's reason.
         self._stop: tuple[Status, str | None] | None = None
+        #: Why the server ended it, for the record's `stop_reason`.
+        self._stop_reason: str | None = None
+        #: A client sent it a signal that may end it.
+        self._signalled = False
         self._stopping: asyncio.Task[None] | None = None
         self._wall_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -99,23 +112,40 @@ class Run:
             return
         try:
             resolved = await self._identify(self.admitted)
+            # Durable before the spawn: a server that dies from here on leaves a note, and the
+            # next one records the payload lost instead of starting it again (at most once).
+            await self._records.store.mark_starting(payload_id)
             execution = await self._runner.start(payload_id, self.spec, resolved)
-        except StartFailed as exc:
-            log.info("payload %s: could not start %r: %s", payload_id, self.spec.cmd, exc.reason)
+        except Exception as exc:
+            # Out of the queue and not running: any failure ends it, never leaves it pending.
+            reason = _reason(exc)
+            log.info("payload %s: could not start %r: %s", payload_id, self.spec.cmd, reason)
             await self._move(
-                Status.ERROR, status=start_error(self.spec.cmd, exc.reason), finished_at=utcnow()
+                Status.ERROR,
+                status=start_error(self.spec.cmd, reason),
+                finished_at=utcnow(),
+                stop_reason=self._stop_reason,
             )
             return
         self.execution = execution
         started = time.monotonic()
         async with self._lock:
-            await self._move(
-                Status.WORKING,
-                pid=execution.pid,
-                started_at=utcnow(),
-                exe=resolved.exe,
-                exe_sha256=resolved.sha256,
-            )
+            try:
+                await self._move(
+                    Status.WORKING,
+                    pid=execution.pid,
+                    started_at=utcnow(),
+                    exe=resolved.exe,
+                    exe_sha256=resolved.sha256,
+                )
+            except StaleRecord as exc:
+                # Ended by another process while we spawned it (a reaper found our claim
+                # expired): it must not run on unrecorded.
+                log.warning("payload %s: killing what was just started: %s", payload_id, exc)
+                await execution.terminate(0)
+                async for _ in execution.events():
+                    pass
+                return
         self._arm_timers()
         if self._stop is not None:  # cancelled while it was starting
             self._begin_stop()
@@ -125,7 +155,10 @@ class Run:
                 await self._record_output(event)
             elif isinstance(event, Exited):
                 await self._flush_output()
-                await self._end(event, time.monotonic() - started)
+                try:
+                    await self._end(event, time.monotonic() - started)
+                except StaleRecord as exc:  # a reaper took it for lost: its end is not ours
+                    log.warning("payload %s: ended, but %s", payload_id, exc)
 
     async def _record_output(self, event: Output) -> None:
         # Secrets are masked here, before the store: offsets and counts are of masked output.
@@ -145,9 +178,13 @@ class Run:
 
     async def _end(self, event: Exited, duration: float) -> None:
         wanted, reason = self._stop or (Status.FINISHED, None)
+        why = self._stop_reason
+        if why is None and event.signal is not None and self._signalled:
+            why = "signal"
         async with self._lock:
             await self._move(
                 wanted,
+                stop_reason=why,
                 exit_code=event.exit_code,
                 signal=event.signal,
                 finished_at=utcnow(),
@@ -181,12 +218,17 @@ class Run:
         else:
             self._idle_timer = asyncio.get_running_loop().call_later(remaining, self._check_idle)
 
-    def stop(self, status: Status, reason: str | None) -> None:
-        """Ask it to end as `status`: never started if not yet, else TERM, its grace, KILL."""
+    def stop(self, status: Status, reason: str | None, why: str | None = None) -> None:
+        """Ask it to end as `status`: never started if not yet, else TERM, its grace, KILL.
+
+        `why` is the record's `stop_reason` (cancel, timeout, delete, shutdown); by default
+        "timeout" for a timeout and "cancel" otherwise.
+        """
         if self._stop is not None:
             return
         log.info("payload %s: stopping it as %s %s", self.record.id, status.value, reason or "")
         self._stop = (status, reason)
+        self._stop_reason = why or ("timeout" if status is Status.TIMEOUT else "cancel")
         if self.execution is not None:
             self._begin_stop()
 
@@ -203,10 +245,19 @@ class Run:
 
     # -- signals and stdin ---------------------------------------------------------------
 
+    def shut_down(self, grace: float) -> Awaitable[None]:
+        """Stop it for a server shutdown: it ends as its process does, `stop_reason` shutdown."""
+        if self._stop_reason is None:
+            self._stop_reason = "shutdown"
+        assert self.execution is not None
+        return self.execution.terminate(grace)
+
     async def signal(self, name: str) -> Payload:
         """Send `name` to its process group; SIGSTOP pauses a working one, SIGCONT resumes."""
         execution = self.execution
         assert execution is not None
+        if name not in ("SIGSTOP", "SIGCONT"):
+            self._signalled = True
         async with self._lock:
             state = self.record.state
             if not execution.send_signal(name) or self.record.terminal:

@@ -1,5 +1,5 @@
-"""Where records and their output live, chosen by URL: `memory://` (the default) or
-`sqlite:///path` (kept across restarts)."""
+"""Where records and their output live, chosen by URL: `memory://` (the default),
+`sqlite:///path` (kept across restarts) or `redis://host:port/db` (shared by many hosts)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ def open_store(url: str, max_output: int) -> Store:
         from pericles.store.sqlite import SqliteStore
 
         return SqliteStore(url, max_output)
-    raise StoreUnavailable(f"unsupported store URL {url!r}: expected memory:// or sqlite:///PATH")
+    if scheme == "redis":
+        from pericles.store.redis import RedisStore
+
+        return RedisStore(url, max_output)
+    raise StoreUnavailable(
+        f"unsupported store URL {url!r}: expected memory://, sqlite:///PATH or redis://HOST:PORT/DB"
+    )
 
 
 __all__ = ["Store", "open_store"]

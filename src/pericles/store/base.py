@@ -24,14 +24,16 @@ import asyncio
 import builtins
 import collections
 
-from pericles.errors import PayloadNotFound, StoreUnavailable
-from pericles.model import STREAMS, Delivery, ListQuery, Page, Payload, Piece
+from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
+from pericles.model import STREAMS, Delivery, ListQuery, Page, Payload, Piece, Status
 from pericles.store.output import OutputLog
 
 #: Seconds between saves of running payloads' output: what a crash may lose of it.
 CHECKPOINT_SECONDS = 1.0
 #: Logs read back from a backend kept in memory for readers that come back.
 _RESTORED_CACHE = 32
+#: Meta key prefix of a payload whose process may have been started (`mark_starting`).
+_STARTING = "starting:"
 
 
 class Store:
@@ -93,11 +95,20 @@ class Store:
             self._records.pop(record.id, None)
             raise
 
-    async def put(self, record: Payload) -> None:
-        """Replace the record with the same id; raises `PayloadNotFound`."""
-        if record.id not in self._records:
+    async def put(self, record: Payload, before: Status | None = None) -> None:
+        """Replace the record with the same id; raises `PayloadNotFound`.
+
+        With `before`, only while the stored record is still in that state (compare and set):
+        raises `StaleRecord` otherwise, when another process (a worker, a reaper) moved it.
+        """
+        current = self._records.get(record.id)
+        if current is None:
             raise PayloadNotFound(record.id)
+        if before is not None and current.state is not before:
+            raise StaleRecord(record.id, current.status, record.status)
         self._records[record.id] = record
+        if record.state is not Status.PENDING:
+            self._unmark(record.id)
         final: OutputLog | None = None
         if record.terminal:
             # An ended payload's output never changes again: persisted with its record.
@@ -105,6 +116,11 @@ class Store:
             self._unsaved.discard(record.id)
             final = self._output.get(record.id)
         self._persist(record, final)
+
+    async def claim(self, payload_id: str, owner: str) -> bool:
+        """Make a pending payload `owner`'s to start, unless another owner has it: the start
+        guard of stores shared by many processes (`RedisStore`). True when `owner` has it."""
+        raise NotImplementedError(f"{type(self).__name__} is not shared between processes")
 
     async def get(self, payload_id: str) -> Payload:
         """The record with this id; raises `PayloadNotFound`."""
@@ -145,6 +161,7 @@ class Store:
         self._unsaved.discard(payload_id)
         self._left_running.discard(payload_id)
         self._deliveries.pop(payload_id, None)
+        self._unmark(payload_id)
         self._persist_delete(payload_id)
 
     async def get_meta(self, key: str) -> str | None:
@@ -174,6 +191,25 @@ class Store:
     async def unfinished_deliveries(self) -> builtins.list[Delivery]:
         """Every delivery still to be sent (or sent again), across payloads."""
         return [d for kept in self._deliveries.values() for d in kept.values() if not d.done]
+
+    async def mark_starting(self, payload_id: str) -> None:
+        """Note durably, before its process is started, that this pending payload may run.
+
+        A store that keeps records across restarts has it on disk when this returns: the
+        next server then never starts the payload again (at most once). The note goes with
+        the payload's next stored record (working, or an end), in the same write. Raises
+        `StoreUnavailable`.
+        """
+        await self.set_meta(_STARTING + payload_id, "1")
+
+    async def starting(self) -> set[str]:
+        """Payloads noted by `mark_starting` whose next record was never stored."""
+        return {key[len(_STARTING) :] for key in self._meta if key.startswith(_STARTING)}
+
+    def _unmark(self, payload_id: str) -> None:
+        key = _STARTING + payload_id
+        if self._meta.pop(key, None) is not None:
+            self._forget_meta(key)
 
     # -- output -------------------------------------------------------------------------
 
@@ -292,6 +328,9 @@ class Store:
 
     def _persist_delivery(self, delivery: Delivery) -> None:
         """Persist a new or changed delivery (may be written behind); deleted with its record."""
+
+    def _forget_meta(self, key: str) -> None:
+        """Remove a meta value, persisted with the next record change (may be written behind)."""
 
     async def _load_output(self, payload_id: str) -> OutputLog | None:
         """A persisted payload's output log, or None."""

@@ -78,7 +78,9 @@ class StreamLog:
         self._trim()
 
     def _trim(self) -> None:
-        excess = self.tail_bytes - self.tail_limit
+        # The tail keeps what the head left of the limit: a head closed early by its chunk
+        # count (tiny alternating writes) must not make bytes below the limit drop.
+        excess = self.tail_bytes - (self.head_limit + self.tail_limit - self.head_bytes)
         while excess > 0 and self.tail:
             first = self.tail[0]
             if len(first.data) <= excess:
@@ -159,7 +161,10 @@ class OutputLog:
         positions = self.positions_at(offset)
         pieces = [p for p in self.pieces(positions) if p.coff + len(p.data) > offset]
         pieces = [_reclip(p, offset) for p in pieces]
-        return _join(pieces, offset, _combined_position)
+        data, _ = _join(pieces, offset, _combined_position)
+        # What is missing from the range is what was dropped. (Counting the gaps between
+        # pieces would not do: a merged tail chunk holds bytes written after its `coff`.)
+        return data, max(self.total - offset, 0) - len(data)
 
 
 def _stream_offset_at(log: StreamLog, coff: int) -> int:

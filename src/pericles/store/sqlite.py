@@ -80,12 +80,20 @@ class _Batch:
     deletes: set[str] = dataclasses.field(default_factory=set)
     deliveries: dict[str, Delivery] = dataclasses.field(default_factory=dict)
     meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Meta keys to remove (the "starting" notes of payloads that moved on).
+    unmeta: set[str] = dataclasses.field(default_factory=set)
     #: Resolved once the batch is committed: awaited by `add` and `set_meta`.
     committed: asyncio.Future[None] | None = None
 
     def __bool__(self) -> bool:
         return bool(
-            self.adds or self.puts or self.outputs or self.deletes or self.deliveries or self.meta
+            self.adds
+            or self.puts
+            or self.outputs
+            or self.deletes
+            or self.deliveries
+            or self.meta
+            or self.unmeta
         )
 
 
@@ -205,6 +213,11 @@ class SqliteStore(Store):
         self._next.deletes.add(payload_id)
         self._flush()
 
+    def _forget_meta(self, key: str) -> None:
+        # Gathered with the record change that follows: one transaction.
+        self._next.meta.pop(key, None)
+        self._next.unmeta.add(key)
+
     async def _persist_meta(self, key: str, value: str) -> None:
         self._next.meta[key] = value
         await self._commit()
@@ -296,6 +309,7 @@ class SqliteStore(Store):
                 later.deliveries.setdefault(delivery_id, delivery)
         for key, value in batch.meta.items():
             later.meta.setdefault(key, value)
+        later.unmeta |= batch.unmeta - later.meta.keys()
 
     def _retry_flush(self) -> None:
         self._retry = None
@@ -360,6 +374,8 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
         conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,))
         conn.execute("DELETE FROM deliveries WHERE payload_id = ?", (payload_id,))
         _delete_output(conn, payload_id)
+    if batch.unmeta:
+        conn.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in batch.unmeta])
     if batch.meta:
         conn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", batch.meta.items()

@@ -1,0 +1,69 @@
+"""`pericles worker`: run payloads taken from a Redis broker (see `pericles.worker`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from pericles.settings import MiB, Settings
+
+
+def worker(
+    broker: Annotated[
+        str,
+        typer.Option(help="Redis URL: the broker and the store, e.g. redis://HOST:6379/0"),
+    ],
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues to take payloads from")
+    ] = "default",
+    slots: Annotated[
+        int, typer.Option(min=1, help="Payloads this worker process runs at once")
+    ] = 8,
+    hostname: Annotated[
+        str | None,
+        typer.Option(help="Name of this host in records (default: the system's host name)"),
+    ] = None,
+    heartbeat: Annotated[
+        float, typer.Option(min=0.05, help="Seconds between liveness renewals")
+    ] = 1.0,
+    liveness_ttl: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds without a renewal before a payload is lost"),
+    ] = 5.0,
+    max_output: Annotated[
+        int, typer.Option(min=0, help="Bytes of output kept per stream (head and tail)")
+    ] = MiB,
+    kill_grace: Annotated[
+        float, typer.Option(min=0, help="Seconds from SIGTERM to SIGKILL on cancel, timeout")
+    ] = 5.0,
+    inherit_env: Annotated[
+        bool, typer.Option(help="Give payloads this worker's environment, not PATH only")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug")] = "info",
+) -> None:
+    """Run payloads queued by `handler-serve --runner celery`, with the same process code."""
+    from pericles import worker as worker_process
+
+    try:
+        settings = Settings(
+            store=broker,
+            runner="celery",
+            heartbeat=heartbeat,
+            liveness_ttl=liveness_ttl,
+            max_output=max_output,
+            kill_grace=kill_grace,
+            inherit_env=inherit_env,
+            log_level=log_level,
+            max_running=0,
+        )
+    except ValidationError as exc:
+        print(f"pericles worker: invalid settings:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if not settings.store.startswith("redis://"):
+        print("pericles worker: --broker must be a redis:// URL", file=sys.stderr)
+        raise SystemExit(2)
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    worker_process.run(settings, names or ["default"], slots, hostname)

@@ -1,0 +1,6 @@
+"""The Model Context Protocol endpoint (`handler-serve --mcp`) and its stdio bridge.
+
+A second way in to the same service, beside the REST routes: `endpoint` mounts it on the
+app, `tools` holds what agents may call, `excerpt` bounds the output they are shown and
+`bridge` carries stdio-only clients over to the HTTP endpoint.
+"""

@@ -1,0 +1,321 @@
+"""Containment by cgroup v2: each payload in its own cgroup, named after the payload id.
+
+A process group or a session is something a payload may leave (`setsid`, `setpgid`); a
+cgroup is not: every descendant is born in its parent's cgroup and only a process with
+write access to another cgroup's `cgroup.procs` can move out. Killing the cgroup
+(`cgroup.kill`, Linux 5.14+; else freeze, SIGKILL each member, thaw) ends every
+descendant, however it detached itself.
+
+Layout, under the cgroup this server was started in (a delegated subtree under systemd's
+`Delegate=yes`, or the root of the unified hierarchy in a container):
+
+    <start cgroup>/pericles/<server>/server        this server, moved here at start
+    <start cgroup>/pericles/<server>/<payload id>  one per running payload
+
+`<server>` is `<pid>-<start ticks>` of the server: a later server finds the cgroups of
+one that died by listing `pericles/` and kills what is left in them. The server moves into
+a leaf of its own so that no cgroup that has children holds processes ("no internal
+processes"), and so that the join below can see every process born in the wrong place.
+
+Joining: `fork_exec` children write themselves into their cgroup before `execve`: no
+window. `posix_spawn` cannot (Python has no `clone3(CLONE_INTO_CGROUP)`), so right after
+it returns the server moves the child, then sweeps its own leaf: anything else found there
+was forked by that child before the move, and is moved too, until the leaf holds only the
+server. Nothing the payload starts is left outside; measured in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+log = logging.getLogger("pericles.process")
+
+_GROUP = "pericles"
+_LEAF = "server"
+#: Polling a freeze until the kernel says it is done (the fallback without cgroup.kill).
+_FREEZE_WAIT = 1.0
+
+
+def _cgroup2_mount() -> Path | None:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return Path(left.split()[4])
+    except OSError:
+        return None
+    return None
+
+
+def _own_cgroup() -> str | None:
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def _server_alive(name: str) -> bool:
+    pid, _, ticks = name.partition("-")
+    if not pid.isdigit() or not ticks.isdigit():
+        return False
+    return _start_ticks(int(pid)) == int(ticks)
+
+
+def _pids(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def kill_cgroup(path: Path) -> None:
+    """SIGKILL every process in the cgroup `path` at once; nothing may escape it meanwhile."""
+    try:
+        _write(path / "cgroup.kill", "1")
+        return
+    except FileNotFoundError:
+        if not path.exists():
+            return
+    # No cgroup.kill (before Linux 5.14): a frozen process cannot fork, so a kill of each
+    # member of a frozen cgroup misses none.
+    with contextlib.suppress(OSError):
+        _write(path / "cgroup.freeze", "1")
+        deadline = time.monotonic() + _FREEZE_WAIT
+        while "frozen 1" not in (path / "cgroup.events").read_text():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+    for pid in _pids(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _write(path / "cgroup.freeze", "0")
+
+
+def populated(path: Path) -> bool:
+    """Whether any process is left in the cgroup `path`."""
+    try:
+        return "populated 1" in (path / "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
+def remove(path: Path) -> bool:
+    """Remove an empty cgroup; False while processes remain (or are still being torn down)."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return False
+        raise
+    return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Usage:
+    """CPU seconds of every process the cgroup held, waited for or not; peak memory if known."""
+
+    user_seconds: float
+    system_seconds: float
+    max_rss_bytes: int | None
+
+
+class PayloadCgroup:
+    """One payload's cgroup. `procs_fd` is open for a forked child to write itself into."""
+
+    def __init__(self, path: Path, leaf: Path) -> None:
+        self.path = path
+        self._leaf = leaf
+        self.procs_fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def join(self, pid: int) -> None:
+        """Move `pid`, just started by posix_spawn, and all it forked meanwhile, in here.
+
+        Whatever else is in the server's leaf now was born of `pid` before it moved: a
+        payload's child inherits the cgroup its parent is in when it forks, and every
+        payload leaves the leaf before the next one is started. Raises `OSError` when the
+        move fails for another reason than the process being gone.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.write(self.procs_fd, str(pid).encode())
+        me = os.getpid()
+        tried: set[int] = set()
+        while strays := [p for p in _pids(self._leaf) if p != me and p not in tried]:
+            for stray in strays:
+                tried.add(stray)
+                with contextlib.suppress(ProcessLookupError):
+                    os.write(self.procs_fd, str(stray).encode())
+
+    def pids(self) -> list[int]:
+        return _pids(self.path)
+
+    def close_fd(self) -> None:
+        if self.procs_fd >= 0:
+            os.close(self.procs_fd)
+            self.procs_fd = -1
+
+    def signal(self, sig: signal.Signals) -> int:
+        """Send `sig` to every member; how many got it."""
+        sent = 0
+        for pid in _pids(self.path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                sent += 1
+        return sent
+
+    def kill(self) -> None:
+        kill_cgroup(self.path)
+
+    def populated(self) -> bool:
+        return populated(self.path)
+
+    def usage(self) -> Usage | None:
+        try:
+            fields = dict(
+                line.split() for line in (self.path / "cpu.stat").read_text().splitlines()
+            )
+            user = int(fields["user_usec"]) / 1e6
+            system = int(fields["system_usec"]) / 1e6
+        except (OSError, KeyError, ValueError):
+            return None
+        peak: int | None = None
+        with contextlib.suppress(OSError, ValueError):
+            peak = int((self.path / "memory.peak").read_text())
+        return Usage(user, system, peak)
+
+    def remove(self) -> bool:
+        self.close_fd()
+        return remove(self.path)
+
+
+class Cgroups:
+    """This server's cgroup subtree; `create()` makes it, or says why it cannot."""
+
+    def __init__(self, group: Path, home: Path, origin: Path) -> None:
+        #: `<start cgroup>/pericles`: every server's subtree, found again after a crash.
+        self.group = group
+        #: `<group>/<server>`: this server's.
+        self.home = home
+        self._leaf = home / _LEAF
+        self._origin = origin
+
+    @classmethod
+    def create(cls) -> Cgroups | str:
+        """This server moved into a fresh subtree; or the reason cgroups cannot be used."""
+        mount = _cgroup2_mount()
+        own = _own_cgroup()
+        if mount is None or own is None:
+            return "no cgroup v2 hierarchy is mounted"
+        origin = mount / own.lstrip("/")
+        group = origin / _GROUP
+        me = os.getpid()
+        home = group / f"{me}-{_start_ticks(me)}"
+        try:
+            (home / _LEAF).mkdir(parents=True, exist_ok=True)
+            _write(home / _LEAF / "cgroup.procs", str(me))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                (home / _LEAF).rmdir()
+                home.rmdir()
+            return f"cannot create cgroups under {origin}: {exc.strerror}"
+        return cls(group, home, origin)
+
+    @property
+    def where(self) -> str:
+        return str(self.home)
+
+    def new(self, payload_id: str) -> PayloadCgroup:
+        """A new cgroup for a payload about to start; raises `OSError`."""
+        path = self.home / payload_id
+        path.mkdir()
+        try:
+            return PayloadCgroup(path, self._leaf)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            raise
+
+    def find(self, payload_id: str) -> list[Path]:
+        """The cgroups named after `payload_id`, under any server's subtree, dead or alive."""
+        try:
+            servers = list(self.group.iterdir())
+        except OSError:
+            return []
+        return [s / payload_id for s in servers if (s / payload_id).is_dir()]
+
+    def sweep_dead_servers(self) -> int:
+        """Kill what servers that died left in their cgroups, and remove those; how many."""
+        killed = 0
+        try:
+            servers = [s for s in self.group.iterdir() if s.is_dir() and s != self.home]
+        except OSError:
+            return 0
+        for server in servers:
+            if _server_alive(server.name):
+                continue
+            for child in [c for c in server.iterdir() if c.is_dir()]:
+                if populated(child):
+                    killed += len(_pids(child))
+                    kill_cgroup(child)
+                _remove_soon(child)
+            _remove_soon(server)
+        return killed
+
+    def close(self) -> None:
+        """Kill what is left in payload cgroups, move back to where we started, clean up."""
+        for child in [c for c in self.home.iterdir() if c.is_dir() and c != self._leaf]:
+            kill_cgroup(child)
+            _remove_soon(child)
+        with contextlib.suppress(OSError):
+            _write(self._origin / "cgroup.procs", str(os.getpid()))
+        for path in (self._leaf, self.home):
+            _remove_soon(path)
+
+
+def _remove_soon(path: Path, wait: float = 1.0) -> bool:
+    """Remove `path` once the kernel has torn down its killed members, within `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if remove(path):
+                return True
+        except OSError:
+            return False
+        if time.monotonic() > deadline:
+            log.warning("cgroup %s still busy after %.0fs: left in place", path, wait)
+            return False
+        time.sleep(0.002)

@@ -1,0 +1,136 @@
+"""The celery runner: payloads run on `pericles worker` processes, on any host.
+
+The API side (this class) only sends: a Celery message per payload to start, and control
+messages (cancel, signal, stdin) on the channel of the worker that runs it. Redis is the
+broker and the store. There is no Celery result backend: a payload's record is its result.
+
+Celery settings chosen here (measured on a prototype, see README "Many machines"):
+
+- acks early, `worker_prefetch_multiplier=1`, `worker_disable_prefetch`: a message is
+  acknowledged when a worker takes it, so a payload that runs for hours is never delivered
+  again; a busy worker takes no message it cannot start. The start guard (`Service.take`)
+  makes a second delivery harmless anyway.
+- `visibility_timeout`: a message taken by a worker that died before acknowledging it goes
+  back to its queue after that many seconds.
+- never `revoke(terminate=True)`: it signals the pool, not the payload's process group.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+
+from pericles.errors import FieldError, ServiceUnavailable
+from pericles.model import DEFAULT_QUEUE, Payload, PayloadSpec, Resolved
+from pericles.runner.base import Execution
+from pericles.runner.local import LocalRunner
+
+log = logging.getLogger("pericles.runner")
+
+#: The one Celery task: run the payload whose id it is given.
+TASK = "pericles.run"
+#: Seconds before a message taken by a worker that never acknowledged it is delivered again.
+VISIBILITY_TIMEOUT = 300
+
+
+def make_app(broker: str) -> Celery:
+    """The Celery app API replicas send with and workers consume with."""
+    app = Celery("pericles", broker=broker, set_as_current=False)
+    app.conf.update(
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue="default",
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_enable_remote_control=True,
+    )
+    return app
+
+
+def control_channel(worker: str) -> str:
+    """The channel a worker process listens on for its payloads' cancel, signal and stdin."""
+    return f"pericles:control:{worker}"
+
+
+class CeleryRunner(LocalRunner):
+    """Checks specs like the local runner (the API host resolves what the policy needs);
+    starts nothing here: `submit` queues a payload for the workers."""
+
+    def __init__(self, broker: str, inherit_env: bool = False, max_stdin: int = 1024 * 1024):
+        super().__init__(inherit_env, max_stdin)
+        self._app = make_app(broker)
+        self._redis: Any = aioredis.from_url(broker)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        self._app.close()
+
+    def host_boot(self) -> str | None:
+        return None
+
+    def check(self, spec: PayloadSpec) -> list[FieldError]:
+        errors = super().check(spec)
+        if spec.secret_env:
+            reason = (
+                "not available with --runner celery (its values would wait in the broker); "
+                "give the worker its secrets through its own environment"
+            )
+            errors.append(FieldError("secret_env", reason))
+        return errors
+
+    async def start(
+        self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
+    ) -> Execution:
+        raise RuntimeError("with --runner celery, payloads start on pericles workers")
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    def submit(self, record: Payload) -> None:
+        """Queue a stored pending payload for the workers of its queue."""
+        try:
+            self._app.send_task(
+                TASK,
+                args=[record.id],
+                task_id=record.id,
+                queue=record.queue or DEFAULT_QUEUE,
+                ignore_result=True,
+                priority=None,
+            )
+        except Exception as exc:  # kombu raises its own errors and OSErrors alike
+            raise ServiceUnavailable(f"cannot queue the payload: {exc}", retry_after=1) from exc
+
+    async def stop(self, record: Payload) -> None:
+        """Ask the worker running `record` to stop it (the caller also sets the store's stop
+        flag, which reaches a worker that missed the message at its next heartbeat)."""
+        await self._publish(record, _message("cancel", record.id))
+
+    async def signal(self, record: Payload, name: str) -> None:
+        await self._publish(record, _message("signal", record.id, signal=name))
+
+    async def stdin(self, record: Payload, data: bytes, close: bool) -> None:
+        text = base64.b64encode(data).decode()
+        await self._publish(record, _message("stdin", record.id, data=text, close=close))
+
+    async def _publish(self, record: Payload, message: str) -> None:
+        await self._redis.publish(control_channel(record.worker or ""), message)
+
+
+def _message(op: str, payload_id: str, **fields: Any) -> str:
+    return json.dumps({"op": op, "id": payload_id, **fields})

@@ -1,0 +1,257 @@
+"""`pericles worker`: a Celery worker that runs payloads with the local runner's code.
+
+One worker process holds one asyncio loop (in a thread) with a `Service` over the shared
+Redis store and a `LocalRunner`: the same spawn, containment, limits, timeouts and output
+capture as `handler-serve --runner local`. Celery's threads pool gives it `--slots` payload
+slots: each Celery task hands its payload id to the loop and waits for the payload's end.
+
+Beside the payloads the loop runs, per worker process:
+
+- the heartbeat: every `--heartbeat` seconds it renews the liveness deadline of the payloads
+  it runs, and stops those whose record is no longer live (found lost) or whose cancel flag
+  is set (a control message it missed);
+- the control listener: one subscription, to this worker's channel, for cancel, signal and
+  stdin of its payloads;
+- the host janitor: at start and every few seconds it kills what is left of payloads that
+  ran on this host (this boot) and whose record is lost or ended, after checking each
+  process's start time: the process groups of a worker that was killed outright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import logging.config
+import os
+import socket
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from pericles import process
+from pericles.errors import PayloadNotFound, PericlesError
+from pericles.logs import log_config
+from pericles.model import PayloadSpec, Resolved
+from pericles.runner.base import Execution
+from pericles.runner.celery import TASK, control_channel, make_app
+from pericles.runner.local import LocalRunner
+from pericles.service import Service
+from pericles.settings import Settings
+from pericles.store.redis import RedisStore, host_key
+
+log = logging.getLogger("pericles.worker")
+
+#: Seconds between two passes of the host janitor.
+JANITOR_INTERVAL = 2.0
+_LIVE_STATES = ("working", "paused")
+
+
+class WorkerRunner(LocalRunner):
+    """The local runner, noting each payload it starts in this host's set before spawning,
+    so the janitor of any worker on this host can find what a dead worker left."""
+
+    def __init__(self, store: RedisStore, host: str, settings: Settings) -> None:
+        super().__init__(settings.inherit_env, settings.max_stdin)
+        self._store = store
+        self.host_key = host_key(f"{host}:{process.boot_id() or 'unknown-boot'}")
+
+    async def start(
+        self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
+    ) -> Execution:
+        await self._store.note_host(self.host_key, payload_id)
+        return await super().start(payload_id, spec, resolved)
+
+
+class Worker:
+    """What one worker process runs on its loop: a service, its heartbeat, its control
+    listener and the host janitor."""
+
+    def __init__(self, settings: Settings, hostname: str) -> None:
+        self.settings = settings
+        self.id = f"{hostname}/{os.getpid()}"
+        self.store = RedisStore(settings.store, settings.max_output)
+        self.store.ttl_ms = int(settings.liveness_ttl * 1000)
+        self.runner = WorkerRunner(self.store, hostname, settings)
+        self.service = Service(settings, self.store, self.runner, shared=True)
+        self._stopping: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        await self.store.open()
+        await self.runner.open()
+        await self._sweep()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._control(), name="control"),
+            asyncio.create_task(self._janitor(), name="janitor"),
+        ]
+
+    async def close(self) -> None:
+        await self.service.shutdown(self.settings.shutdown_grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runner.close()
+        await self.store.close()
+
+    async def take(self, payload_id: str) -> None:
+        """A Celery task's work: run the payload to its end, if it is still ours to run."""
+        await self.service.take(payload_id, self.id)
+        # It ended here and its group was reaped: nothing for the janitor to find.
+        with contextlib.suppress(RedisError, OSError):
+            await self.store.forget_host(self.runner.host_key, payload_id)
+
+    # -- heartbeat ------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            ids = self.service.running_ids
+            if not ids:
+                continue
+            try:
+                states = await self.store.renew(ids, self.id)
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat: cannot reach Redis: %s", exc)
+                continue
+            for payload_id, (state, stop) in states.items():
+                if stop or state not in _LIVE_STATES:
+                    self._stop(payload_id, f"its record is {state or 'gone'}" if not stop else "")
+
+    def _stop(self, payload_id: str, why: str) -> None:
+        if payload_id in self._stopping:
+            return
+        if why:
+            log.warning("payload %s: stopping it: %s", payload_id, why)
+        self._stopping.add(payload_id)
+        task = asyncio.create_task(self._quietly(self.service.cancel(payload_id)))
+        task.add_done_callback(lambda _: self._stopping.discard(payload_id))
+
+    @staticmethod
+    async def _quietly(action: Coroutine[Any, Any, object]) -> None:
+        with contextlib.suppress(PericlesError):
+            await action
+
+    # -- control messages -----------------------------------------------------------------
+
+    async def _control(self) -> None:
+        while True:
+            try:
+                async with self.store.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(control_channel(self.id))
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            await self._on_control(message["data"])
+            except (RedisError, OSError) as exc:
+                log.warning("control: lost the channel (%s); subscribing again", exc)
+                await asyncio.sleep(0.5)
+
+    async def _on_control(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+            op, payload_id = message["op"], message["id"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("control: ignored a malformed message")
+            return
+        if op == "cancel":
+            self._stop(payload_id, "")
+        elif op == "signal":
+            task = asyncio.create_task(
+                self._quietly(self.service.send_signal(payload_id, str(message.get("signal"))))
+            )
+            self._tasks.append(task)
+        elif op == "stdin":
+            with contextlib.suppress(PericlesError, binascii.Error, ValueError):
+                data = base64.b64decode(message.get("data", ""), validate=True)
+                await self.service.write_stdin(payload_id, data, bool(message.get("close")))
+
+    # -- host janitor ---------------------------------------------------------------------
+
+    async def _janitor(self) -> None:
+        while True:
+            await asyncio.sleep(JANITOR_INTERVAL)
+            try:
+                await self._sweep()
+            except (RedisError, OSError) as exc:
+                log.warning("janitor: cannot reach Redis: %s", exc)
+
+    async def _sweep(self) -> None:
+        key = self.runner.host_key
+        mine = set(self.service.running_ids)
+        for payload_id in await self.store.host_payloads(key):
+            if payload_id in mine:
+                continue
+            try:
+                record = await self.store.get(payload_id)
+            except PayloadNotFound:
+                await self.store.forget_host(key, payload_id)
+                continue
+            if not record.terminal:
+                continue  # its worker is alive, or the reaper has not found it lost yet
+            if record.pid is not None and record.started_at is not None:
+                killed = process.kill_group(record.pid, record.started_at.timestamp())
+                if killed:
+                    log.warning(
+                        "janitor: killed %d process(es) left by payload %s (%s)",
+                        killed,
+                        payload_id,
+                        record.status,
+                    )
+            await self.store.forget_host(key, payload_id)
+
+
+def _loop_thread() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="payloads", daemon=True).start()
+    return loop
+
+
+def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | None) -> None:
+    """Run a worker until it is told to stop (SIGTERM: warm shutdown, payloads finish)."""
+    config = log_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(config)
+    host = hostname or socket.gethostname()
+    loop = _loop_thread()
+    worker = Worker(settings, host)
+    asyncio.run_coroutine_threadsafe(worker.open(), loop).result()
+    app = make_app(settings.store)
+
+    @app.task(bind=True, name=TASK, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def run_payload(task: Any, payload_id: str) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(worker.take(payload_id), loop).result()
+        except (RedisError, OSError) as exc:
+            # Redis unreachable before the claim: the message was taken (acks early), so
+            # send it again. Harmless after a claim too: the claim lets only one start.
+            log.warning("payload %s: cannot reach Redis (%s); queued again", payload_id, exc)
+            raise task.retry(exc=exc, countdown=1) from exc
+
+    from celery.signals import worker_ready
+
+    @worker_ready.connect  # type: ignore[untyped-decorator]
+    def _ready(**_: Any) -> None:
+        log.info("pericles worker ready: %s, queues %s, %d slots", worker.id, queues, slots)
+
+    celery_worker = app.Worker(
+        pool="threads",
+        concurrency=slots,
+        queues=list(queues),
+        hostname=f"pericles@{host}-{os.getpid()}",
+        loglevel=settings.log_level.upper(),
+        without_gossip=True,
+        without_mingle=True,
+        optimization="fair",
+        quiet=True,
+    )
+    try:
+        celery_worker.start()
+    finally:
+        asyncio.run_coroutine_threadsafe(worker.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+    raise SystemExit(celery_worker.exitcode or 0)

@@ -1,0 +1,240 @@
+"""Many machines: API replicas and celery workers sharing one Redis, and what each failure does.
+
+Workers on "different hosts" are separate process trees with their own `--hostname` (and
+their own queues); every part is a real process: redis-server, handler-serve, pericles worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster import CLUSTER, RedisServer, Worker, start_worker
+from tests.helpers import (
+    Server,
+    SSEvent,
+    group_members,
+    is_terminal,
+    post,
+    release,
+    run_serve,
+    sse_events,
+    start_server,
+    wait_for_status,
+    wait_until,
+)
+
+STORES = (CLUSTER,)
+#: The liveness TTL the test workers run with (tests.cluster.start_worker).
+TTL = 2.0
+
+
+def replica(redis: RedisServer) -> Server:
+    return start_server("--store", redis.url(), "--runner", "celery")
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill or restart parts."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _events(client: httpx.Client, url: str, last_id: str | None = None) -> Iterator[SSEvent]:
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    with client.stream("GET", url, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        yield from sse_events(response.iter_lines())
+
+
+def test_queues_route_payloads_to_their_workers_and_sse_resumes_on_another_replica(
+    cluster: tuple[RedisServer, Worker], tmp_path: Path
+) -> None:
+    redis, host_a = cluster
+    host_b = start_worker(redis.url(), hostname="host-b", queues="gpu")
+    one, two = replica(redis), replica(redis)
+    try:
+        with one.client() as a, two.client() as b:
+            plain = post(a, "/bin/echo", "plain")
+            assert "queue" not in plain  # the default queue is not named in the record
+            assert wait_for_status(b, plain["id"])["worker"].startswith(f"{host_a.hostname}/")
+
+            fifo = tmp_path / "gate"
+            os.mkfifo(fifo)
+            script = 'echo first; read x < "$0"; echo second'
+            gpu = post(a, "/bin/sh", "-c", script, str(fifo), queue="gpu")
+            url = f"/payloads/{gpu['id']}/events"
+            # Follow on replica one until the first line, then resume on replica two.
+            last_id = None
+            for event in _events(a, url):
+                if event.event == "output":
+                    assert json.loads(event.data)["text"] == "first\n"
+                    last_id = event.id
+                    break
+            assert last_id is not None
+            release(fifo)
+            rest = list(_events(b, url, last_id))
+            texts = [json.loads(e.data)["text"] for e in rest if e.event == "output"]
+            assert texts == ["second\n"]
+            ended = b.get(f"/payloads/{gpu['id']}").json()
+            assert ended["status"] == "finished"
+            assert ended["worker"].startswith("host-b/")
+            assert ended["queue"] == "gpu"
+    finally:
+        one.stop()
+        two.stop()
+        host_b.stop()
+
+
+def test_cancel_and_live_output_cross_replicas_and_hosts(
+    cluster: tuple[RedisServer, Worker],
+) -> None:
+    redis, _ = cluster
+    host_b = start_worker(redis.url(), hostname="host-b", queues="gpu")
+    one, two = replica(redis), replica(redis)
+    try:
+        with one.client() as a, two.client() as b:
+            record = post(a, "/bin/sh", "-c", "echo ready; exec sleep 60", queue="gpu")
+            working = wait_for_status(b, record["id"], "working")
+
+            def output() -> str | None:
+                text = b.get(f"/payloads/{record['id']}/output").text
+                return text if text else None
+
+            assert wait_until(output, 10, "live output on the other replica") == "ready\n"
+            started = time.monotonic()
+            cancelled = b.post(f"/payloads/{record['id']}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json()["status"] == "cancelled"
+            assert time.monotonic() - started < 5
+            assert a.get(f"/payloads/{record['id']}").json()["status"] == "cancelled"
+            wait_until(lambda: not group_members(working["pid"]), 5, "the payload's group to go")
+    finally:
+        one.stop()
+        two.stop()
+        host_b.stop()
+
+
+def test_a_worker_killed_mid_payload_leaves_it_lost_then_the_janitor_kills_its_group(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    worker = start_worker(redis.url(), hostname="host-k")
+    api = replica(redis)
+    try:
+        with api.client() as client:
+            record = post(client, "/bin/sh", "-c", 'echo once >> "$0"; exec sleep 60', str(ran))
+            working = wait_for_status(client, record["id"], "working")
+            wait_until(lambda: ran.exists(), 5, "the payload to run")
+            killed_at = time.monotonic()
+            worker.stop(signal.SIGKILL)
+            lost = wait_for_status(client, record["id"], "lost", timeout=TTL + 5)
+            detected = time.monotonic() - killed_at
+            # Renewed every second, found by a reaper that looks every second.
+            assert detected <= TTL + 2.5, detected
+            assert lost["finished_at"] is not None
+            # The worker died with its payload's group still running: the next worker on
+            # the host kills it.
+            assert group_members(working["pid"])
+            worker = start_worker(redis.url(), hostname="host-k")
+            wait_until(lambda: not group_members(working["pid"]), 10, "the janitor")
+            # Never run again: the record stays lost and the file has one line.
+            assert client.get(f"/payloads/{record['id']}").json()["status"] == "lost"
+            assert ran.read_text() == "once\n"
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def test_redis_restarted_loses_nothing_acknowledged(redis: RedisServer) -> None:
+    worker = start_worker(redis.url(), hostname="host-r")
+    api = replica(redis)
+    try:
+        with api.client() as client:
+            ids = [post(client, "/bin/echo", str(i))["id"] for i in range(20)]
+            for payload_id in ids:
+                wait_for_status(client, payload_id)
+            waiting = post(client, "/bin/sh", "-c", "exec sleep 60", queue="nobody")
+            redis.stop(signal.SIGKILL)
+            redis.start()
+
+            def answered() -> bool:
+                try:
+                    return client.get("/readyz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_until(answered, 15, "the API to reach Redis again")
+            for payload_id in ids:
+                record = client.get(f"/payloads/{payload_id}").json()
+                assert record["status"] == "finished", record
+            assert client.get(f"/payloads/{waiting['id']}").json()["status"] == "pending"
+            # Workers reconnect to the broker: a new payload runs.
+            after = post(client, "/bin/echo", "after")
+            try:
+                wait_for_status(client, after["id"], timeout=30)
+            except AssertionError:
+                logs = api.log()[-3000:] + "\n=====\n" + worker.log()[-6000:]
+                raise AssertionError(logs) from None
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def test_an_api_replica_killed_leaves_the_other_serving_everything(
+    cluster: tuple[RedisServer, Worker], tmp_path: Path
+) -> None:
+    redis, _ = cluster
+    one, two = replica(redis), replica(redis)
+    try:
+        fifo = tmp_path / "gate"
+        os.mkfifo(fifo)
+        with one.client() as a:
+            gated = post(a, "/bin/sh", "-c", 'echo hello; read x < "$0"', str(fifo))
+            sleeper = post(a, "/bin/sleep", "60")
+            wait_for_status(a, sleeper["id"], "working")
+        one.stop(signal.SIGKILL)
+        with two.client() as b:
+            release(fifo)
+            done = wait_for_status(b, gated["id"])
+            assert done["status"] == "finished"
+            assert b.get(f"/payloads/{gated['id']}/output").text == "hello\n"
+            listed = {r["id"] for r in b.get("/payloads").json()}
+            assert {gated["id"], sleeper["id"]} <= listed
+            cancelled = b.post(f"/payloads/{sleeper['id']}/cancel").json()
+            assert cancelled["status"] == "cancelled"
+            assert is_terminal(cancelled)
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_celery_needs_a_redis_store_in_one_line() -> None:
+    result = run_serve("--runner", "celery")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "--runner celery needs a redis:// store" in result.stderr
+
+
+def test_a_redis_store_works_with_the_local_runner(redis: RedisServer) -> None:
+    server = start_server("--store", redis.url())
+    try:
+        with server.client() as client:
+            record = post(client, "/bin/echo", "local")
+            assert wait_for_status(client, record["id"])["status"] == "finished"
+            assert client.get(f"/payloads/{record['id']}/output").text == "local\n"
+            assert "worker" not in record or record["worker"] is None
+    finally:
+        server.stop()
