@@ -41,6 +41,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "feed": ("model", "changes"),
         "metrics": ("model",),
         "runner": ("model", "errors", "process"),
+        # Outbound HTTP for callbacks: the address guard, signing, one attempt.
+        "outbound": (),
         # The one owner of lifecycle rules: interfaces only, never a backend or HTTP.
         "service": (
             "model",
@@ -54,6 +56,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "feed",
             "metrics",
             "redact",
+            "outbound",
         ),
         # HTTP in front of the service: no store, process, runner or policy.
         "api": (
@@ -115,6 +118,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "actions",
             "api",
             "metrics",
+            "outbound",
             "policy",
             "posture",
             "process",

@@ -35,6 +35,13 @@ class PayloadNotFound(PericlesError):
         self.payload_id = payload_id
 
 
+class DeliveryNotFound(PericlesError):
+    def __init__(self, payload_id: str, delivery_id: str) -> None:
+        super().__init__(f"payload {payload_id!r} has no callback delivery {delivery_id!r}")
+        self.payload_id = payload_id
+        self.delivery_id = delivery_id
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class FieldError:
     """What is wrong with one field of a request: `loc` is its dotted path ("params.1")."""

@@ -57,6 +57,24 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.callbacks = Counter(
+            "pericles_callbacks",
+            "Callback attempts, by outcome: delivered, retry, failed (final answer or refused "
+            "address), gave_up (out of retries)",
+            ["outcome"],
+            registry=r,
+        )
+        self.callback_duration = Histogram(
+            "pericles_callback_duration_seconds",
+            "Time one callback attempt took, to the end of the answer read",
+            buckets=_DELAY_BUCKETS,
+            registry=r,
+        )
+        self.callback_backlog = Gauge(
+            "pericles_callback_backlog",
+            "Callback deliveries due and waiting for a free sender (--callback-concurrency)",
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._output_children = {s: self.output_bytes.labels(s) for s in ("stdout", "stderr")}
@@ -65,6 +83,13 @@ class Metrics:
         """Read the gauges from the service at scrape time: they can never drift."""
         self.running.set_function(running)
         self.pending.set_function(pending)
+
+    def track_callback_backlog(self, backlog: Callable[[], int]) -> None:
+        self.callback_backlog.set_function(backlog)
+
+    def callback(self, outcome: str, seconds: float) -> None:
+        self.callbacks.labels(outcome).inc()
+        self.callback_duration.observe(seconds)
 
     def transition(self, record: Payload, before: Status | None) -> None:
         state = record.state

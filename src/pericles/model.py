@@ -10,7 +10,7 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -295,6 +295,45 @@ class Limits(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+#: What a callback may be told of: a payload starting, and each way it can end.
+CALLBACK_EVENTS: tuple[str, ...] = ("started", *(s.value for s in Status if s in TERMINAL))
+#: The events a callback that names none is told of: every ending.
+DEFAULT_CALLBACK_EVENTS: tuple[str, ...] = tuple(e for e in CALLBACK_EVENTS if e != "started")
+CallbackEvent = Literal["started", "finished", "error", "cancelled", "timeout", "lost"]
+assert set(get_args(CallbackEvent)) == set(CALLBACK_EVENTS), "every event needs its spelling"
+
+
+#: An absolute http(s) URL whose host is a name or an address (no user or password: sign with
+#: --callback-secret instead). The pattern is the whole check, so the OpenAPI document says
+#: exactly what is accepted; a URL that still cannot be sent fails its delivery at once.
+CALLBACK_URL_PATTERN = (
+    r"^[hH][tT][tT][pP][sS]?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+    r"([/?#][^\x00-\x20\x7f]*)?$"
+)
+CallbackUrl = Annotated[str, Field(min_length=1, max_length=2048, pattern=CALLBACK_URL_PATTERN)]
+
+
+class Callback(BaseModel):
+    """Where to POST a payload's record when it starts or ends (`events`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: Annotated[CallbackUrl, Field(description="http:// or https:// URL to POST the record to")]
+    events: Annotated[
+        list[CallbackEvent] | None,
+        Field(
+            min_length=1,
+            description="started and/or terminal statuses; default: every terminal one",
+        ),
+    ] = None
+
+    def as_record(self) -> dict[str, Any]:
+        events = (
+            DEFAULT_CALLBACK_EVENTS if self.events is None else tuple(dict.fromkeys(self.events))
+        )
+        return {"url": self.url, "events": list(events)}
+
+
 class PayloadSpec(BaseModel):
     """What a client asks to run: the body of `POST /payloads`."""
 
@@ -333,6 +372,10 @@ class PayloadSpec(BaseModel):
         Field(ge=-(2**31), le=2**31 - 1, description="Higher starts first when queued"),
         WHOLE,
     ] = 0
+    callbacks: Annotated[
+        list[Callback] | None,
+        Field(max_length=16, description="URLs told when it starts or ends (signed POSTs)"),
+    ] = None
     keep_descendants: Annotated[
         bool,
         Field(
@@ -466,6 +509,10 @@ class Payload:
         list[str] | None,
         Field(description="Names of its secret_env variables; their values are never kept"),
     ] = None
+    callbacks: Annotated[
+        list[dict[str, Any]] | None,
+        Field(description="Its callbacks: url and the events each is told of"),
+    ] = None
     action: Annotated[
         str | None, Field(description="The named action that created it (POST /actions/...)")
     ] = None
@@ -518,6 +565,7 @@ class Payload:
             keep_descendants=spec.keep_descendants or None,
             created_by=created_by,
             secret_env_names=sorted(spec.secret_env) if spec.secret_env else None,
+            callbacks=[c.as_record() for c in spec.callbacks] if spec.callbacks else None,
             action=invocation.action if invocation is not None else None,
             args=invocation.args if invocation is not None else None,
             lock=invocation.lock if invocation is not None else None,
@@ -590,3 +638,53 @@ def record_fields(record: Payload) -> dict[str, Any]:
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Payload))
+
+
+# -- callback deliveries ---------------------------------------------------------------------
+
+
+class DeliveryState(StrEnum):
+    #: Not sent yet, or to be tried again at `next_attempt_at`.
+    PENDING = "pending"
+    #: The receiver answered 2xx.
+    DELIVERED = "delivered"
+    #: Given up: a final answer (4xx but 429, 3xx), a refused address, or out of retries.
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at a delivery: when, what came back (or what went wrong), how long it took."""
+
+    at: datetime
+    duration_seconds: float
+    status_code: int | None = None
+    error: str | None = None
+    #: The start of the answer's body (at most 1 KiB, as text).
+    response_excerpt: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event of one payload for one URL, and its attempts so far.
+
+    `body` is the record as it was at the event, sent byte for byte on every attempt.
+    """
+
+    id: str
+    payload_id: str
+    event: str
+    url: str
+    body: str
+    created_at: datetime
+    state: str = DeliveryState.PENDING.value
+    attempts: tuple[Attempt, ...] = ()
+    next_attempt_at: datetime | None = None
+    #: The delivery this one sends again (`POST .../redeliver`).
+    redelivery_of: str | None = None
+    #: The name of the token that created the payload: its own callback key signs this.
+    created_by: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state != DeliveryState.PENDING.value

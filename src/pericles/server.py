@@ -20,6 +20,7 @@ from pericles.actions.source import ActionSource
 from pericles.api.app import create_app
 from pericles.errors import StoreUnavailable
 from pericles.metrics import Metrics
+from pericles.outbound.sender import Sender
 from pericles.posture import log_posture
 from pericles.runner import Runner
 from pericles.runner.local import LocalRunner
@@ -59,6 +60,9 @@ class Server:
         self.run_as = process.parse_run_as(settings.run_as) if settings.run_as else None
         self.metrics = Metrics()
         self.store = open_store(settings.store, settings.max_output)
+        self.sender = Sender(
+            settings.callback_allow, settings.callback_timeout, settings.callback_concurrency
+        )
         self.runner: Runner
         self.service: Service
         if settings.runner == "celery":
@@ -72,7 +76,15 @@ class Server:
                 payload_path=settings.payload_path,
                 own_path_lookup=self.policy is not None,
             )
-            self.service = Service(settings, self.store, self.runner, self.metrics, self.policy)
+            self.service = Service(
+                settings,
+                self.store,
+                self.runner,
+                self.metrics,
+                self.policy,
+                sender=self.sender,
+                callback_secrets=self.tokens.callback_secrets(),
+            )
 
     def _celery(self) -> tuple[Runner, Service]:
         """Payloads run on `pericles worker`s; Redis is the store and the broker."""

@@ -5,6 +5,7 @@ Built once by an entry point and passed down; nothing else reads the environment
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -32,6 +33,25 @@ def _store_url(url: str) -> str:
             "expected memory://, sqlite:///PATH (sqlite:////abs/path.db) or redis://HOST:PORT/DB"
         )
     return url
+
+
+def _callback_allow(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            if not value or any(c in value for c in "/:@ ") or value.startswith("."):
+                raise ValueError(
+                    f"{value!r} is neither a CIDR (10.0.0.0/8, ::1/128) nor a host name"
+                ) from None
+    return values
+
+
+def _callback_urls(values: list[str]) -> list[str]:
+    for value in values:
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an absolute http:// or https:// URL")
+    return values
 
 
 class Settings(BaseSettings):
@@ -239,6 +259,47 @@ class Settings(BaseSettings):
     keep_alive_timeout: Annotated[
         int, Field(ge=1, description="Seconds an idle connection stays open")
     ] = 5
+
+    # -- callbacks: telling other systems when a payload starts or ends ---------------------
+    callback_url: Annotated[
+        list[str],
+        AfterValidator(_callback_urls),
+        Field(
+            description="Repeatable: a URL told of every payload's end (signed POST)",
+            json_schema_extra={"metavar": "URL"},
+        ),
+    ] = []
+    callback_secret: Annotated[
+        SecretStr | None,
+        Field(description="Key of the callbacks' Pericles-Signature (HMAC-SHA256); none: unsigned"),
+    ] = None
+    callback_retries: Annotated[
+        int, Field(ge=0, le=100, description="Retries of a callback after the first attempt")
+    ] = 8
+    callback_backoff: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=600,
+            description="Seconds before a callback's first retry; doubles (with jitter) up to "
+            "10 minutes, Retry-After wins",
+        ),
+    ] = 2.0
+    callback_timeout: Annotated[
+        float, Field(gt=0, le=600, description="Seconds one callback attempt may take")
+    ] = 10.0
+    callback_concurrency: Annotated[
+        int, Field(ge=1, le=1024, description="Callbacks sent at once; the others wait")
+    ] = 16
+    callback_allow: Annotated[
+        list[str],
+        AfterValidator(_callback_allow),
+        Field(
+            description="Repeatable: a CIDR or host name callbacks may reach although private, "
+            "loopback, link-local or multicast",
+            json_schema_extra={"metavar": "CIDR|HOST"},
+        ),
+    ] = []
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

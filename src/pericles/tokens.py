@@ -9,6 +9,7 @@ a TOML file with one `[[token]]` table per token:
     name = "ci"
     secret = "..."
     scope = "run"
+    callback_secret = "..."   # optional: signs the callbacks of payloads this token creates
 
     [[token]]
     name = "ops-button"
@@ -62,6 +63,8 @@ class Token:
     #: over text to find the secret without keeping it (a hit is confirmed by `digest`).
     length: int = 0
     fingerprint: int = 0
+    #: Key of the callbacks of payloads this token created, instead of --callback-secret.
+    callback_secret: str | None = None
     #: The named actions this token is limited to; None: not limited.
     actions: frozenset[str] | None = None
 
@@ -78,7 +81,11 @@ def _digest(secret: str) -> bytes:
 
 
 def make_token(
-    name: str, secret: str, scope: Scope | str, actions: frozenset[str] | None = None
+    name: str,
+    secret: str,
+    scope: Scope | str,
+    actions: frozenset[str] | None = None,
+    callback_secret: str | None = None,
 ) -> Token:
     if not name or not name.isprintable():
         raise TokenConfigError(f"token name {name!r} must be non-empty printable text")
@@ -89,7 +96,13 @@ def make_token(
         )
     try:
         return Token(
-            name, Scope(scope), _digest(secret), len(secret), hash(secret), actions=actions
+            name,
+            Scope(scope),
+            _digest(secret),
+            len(secret),
+            hash(secret),
+            actions=actions,
+            callback_secret=callback_secret,
         )
     except ValueError:
         raise TokenConfigError(f"token {name!r}: scope must be 'read' or 'run'") from None
@@ -116,6 +129,10 @@ class TokenSet:
 
     def __len__(self) -> int:
         return len(self._tokens)
+
+    def callback_secrets(self) -> dict[str, str]:
+        """Each token's own callback key, by token name (for those that have one)."""
+        return {t.name: t.callback_secret for t in self._tokens if t.callback_secret}
 
     def match(self, presented: str) -> Token | None:
         """The token whose secret is `presented`, or None.
@@ -168,7 +185,7 @@ class TokenSet:
 def _from_table(index: int, table: Any) -> Token:
     if not isinstance(table, dict):
         raise TokenConfigError(f"token #{index}: must be a table")
-    unknown = set(table) - {"name", "secret", "scope", "actions"}
+    unknown = set(table) - {"name", "secret", "scope", "actions", "callback_secret"}
     if unknown:
         raise TokenConfigError(f"token #{index}: unknown keys {', '.join(sorted(unknown))}")
     name, secret, scope = (table.get(key) for key in ("name", "secret", "scope"))
@@ -179,7 +196,13 @@ def _from_table(index: int, table: Any) -> Token:
         not isinstance(actions, list) or not all(isinstance(a, str) and a for a in actions)
     ):
         raise TokenConfigError(f"token {name!r}: actions must be a list of action names")
-    return make_token(name, secret, scope, frozenset(actions) if actions is not None else None)
+    callback_secret = table.get("callback_secret")
+    if callback_secret is not None and (
+        not isinstance(callback_secret, str) or not callback_secret
+    ):
+        raise TokenConfigError(f"token {name!r}: callback_secret must be a non-empty string")
+    listed = frozenset(actions) if actions is not None else None
+    return make_token(name, secret, scope, listed, callback_secret)
 
 
 def read_tokens_file(path: Path) -> list[Token]:

@@ -18,6 +18,7 @@ from pericles.api import (
     actions,
     check,
     control,
+    deliveries,
     events,
     index,
     openapi,
@@ -125,6 +126,7 @@ def create_app(
         output.router,
         events.router,
         control.router,
+        deliveries.router,
         actions.router,
     )
     for router in routers:

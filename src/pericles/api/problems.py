@@ -20,6 +20,7 @@ from pericles.api.methods import allowed_methods
 from pericles.errors import (
     ActionNotFound,
     AlreadyTerminal,
+    DeliveryNotFound,
     InvalidArgs,
     InvalidSignal,
     InvalidSpec,
@@ -113,6 +114,7 @@ def problem_response(
 # Most specific class first: the first match wins.
 _ERROR_STATUS: list[tuple[type[PericlesError], int, str]] = [
     (PayloadNotFound, 404, "payload-not-found"),
+    (DeliveryNotFound, 404, "delivery-not-found"),
     (ActionNotFound, 404, "action-not-found"),
     (AlreadyTerminal, 409, "already-terminal"),
     (InvalidTransition, 409, "invalid-transition"),

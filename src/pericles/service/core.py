@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from pericles.errors import (
     AlreadyTerminal,
+    DeliveryNotFound,
     InvalidSignal,
     InvalidSpec,
     NotRunning,
@@ -34,6 +35,7 @@ from pericles.lifecycle.retention import Retention
 from pericles.metrics import Metrics
 from pericles.model import (
     ALLOWED_SIGNALS,
+    Delivery,
     Invocation,
     ListQuery,
     Page,
@@ -47,9 +49,11 @@ from pericles.model import (
     start_error,
     utcnow,
 )
+from pericles.outbound.sender import Sender
 from pericles.policy import NO_POLICY, Decision, Policy
 from pericles.runner import Runner
 from pericles.service.admission import Admission, Admitted
+from pericles.service.callbacks import Callbacks
 from pericles.service.following import follow, wait_for_end
 from pericles.service.records import Records, check_transition
 from pericles.service.recovery import Waiting, recover, spec_of
@@ -74,6 +78,8 @@ class Service:
         metrics: Metrics | None = None,
         policy: Policy | None = None,
         shared: bool = False,
+        sender: Sender | None = None,
+        callback_secrets: dict[str, str] | None = None,
     ) -> None:
         """`shared`: the store is shared with other processes (see `Records`)."""
         self._settings = settings
@@ -92,6 +98,14 @@ class Service:
         #: Requests held at the door (`_pass_the_door`), first come first in.
         self._door: collections.deque[asyncio.Future[None]] = collections.deque()
         self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
+        #: Without a sender (the in-process tests), no callback is ever sent.
+        self._callbacks = (
+            Callbacks(settings, store, sender, metrics, callback_secrets)
+            if sender is not None
+            else None
+        )
+        if self._callbacks is not None:
+            self._records.listeners.append(self._callbacks.published)
 
     @property
     def store(self) -> Store:
@@ -494,11 +508,27 @@ class Service:
         run = await self._running(payload_id, "take stdin")
         run.write_stdin(data, close)
 
+    # -- callback deliveries -------------------------------------------------------------
+
+    async def deliveries(self, payload_id: str) -> builtins.list[Delivery]:
+        """A payload's callback deliveries and their attempts, oldest first."""
+        return await self.store.deliveries(payload_id)
+
+    async def redeliver(self, payload_id: str, delivery_id: str) -> Delivery:
+        """Send a delivery's event again, as a new delivery; raises `DeliveryNotFound`."""
+        if self._callbacks is None:
+            await self.store.deliveries(payload_id)  # PayloadNotFound when it is unknown
+            raise DeliveryNotFound(payload_id, delivery_id)
+        return await self._callbacks.redeliver(payload_id, delivery_id)
+
     # -- start and shutdown --------------------------------------------------------------
 
     async def recover(self) -> None:
         """Take up the payloads a durable store kept (`service.recovery`); call once, before
         serving."""
+        # Senders first: deliveries the store kept are queued before recovery adds more.
+        if self._callbacks is not None:
+            await self._callbacks.resume()
         await recover(self._records, self._runner, self._admission, self._queue)
         self._schedule()
 
@@ -523,6 +553,9 @@ class Service:
         # Runs not started yet see `_accepting` is off and end their payload as cancelled.
         await asyncio.gather(*(run.task for run in runs), return_exceptions=True)
         self._records.close()
+        if self._callbacks is not None:
+            # Deliveries not sent yet stay in the store (a durable one sends them next start).
+            await self._callbacks.close()
         log.info("shutdown: every payload has ended")
 
 

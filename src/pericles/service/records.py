@@ -1,9 +1,9 @@
 """The one write path for records: every change is checked, stored, then published.
 
 `Records.move` checks a move against `model.TRANSITIONS`, stores the new record, and tells
-everyone who watches (the log, metrics, the status feed, waiting readers). An ended record
-joins retention, which forgets it later. Output is appended here too, so readers are woken
-by the same notifier whatever changed.
+everyone who watches (the log, metrics, the status feed, waiting readers, then `listeners`:
+the callback engine). An ended record joins retention, which forgets it later. Output is
+appended here too, so readers are woken by the same notifier whatever changed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pericles.changes import Changes
@@ -79,6 +79,8 @@ class Records:
         #: Woken on every change of a payload: its output or its status.
         self.changes = Changes()
         self.feed = StatusFeed()
+        #: Told of every write after the above, in order (the callback engine, if any).
+        self.listeners: list[Callable[[Payload, Status | None], None]] = []
 
     async def add(self, record: Payload) -> None:
         """Keep a new pending record and publish it."""
@@ -106,6 +108,9 @@ class Records:
             self._metrics.transition(record, before)
         if not self._shared:
             self.heard(record)
+        # Writes made here only: with a shared store, each change is told by its writer once.
+        for listener in self.listeners:
+            listener(record, before)
 
     def heard(self, record: Payload) -> None:
         """Wake readers of a change: made here, or by another process (a shared store)."""

@@ -12,8 +12,11 @@ Its rules live here, once, for every backend:
   runs (`CHECKPOINT_SECONDS`) and for good with the terminal record, after which the backend
   may let the memory go (`_release_output`) and reads come back through `_load_output`.
 
-A backend only persists (the `_`-prefixed hooks): records, output snapshots, deletions and
-meta values. `MemoryStore` persists nothing; `SqliteStore` writes to a file.
+- deliveries: each payload's callback deliveries (`model.Delivery`), kept with it and
+  forgotten with it; the service decides what to send and when, the store only keeps them.
+
+A backend only persists (the `_`-prefixed hooks): records, output snapshots, deliveries,
+deletions and meta values. `MemoryStore` persists nothing; `SqliteStore` writes to a file.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import builtins
 import collections
 
 from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
-from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
+from pericles.model import STREAMS, Delivery, ListQuery, Page, Payload, Piece, Status
 from pericles.store.index import RecordIndex
 from pericles.store.output import OutputLog
 
@@ -53,6 +56,8 @@ class Store:
         #: Running payloads that wrote output since the last checkpoint.
         self._unsaved: set[str] = set()
         self._checkpoint_timer: asyncio.TimerHandle | None = None
+        #: Each payload's callback deliveries, by delivery id in creation order.
+        self._deliveries: dict[str, dict[str, Delivery]] = {}
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -64,6 +69,10 @@ class Store:
             self._records.add(record)
         self._left_running = {r.id for r in records if not r.terminal}
         self._meta = dict(meta)
+        self._deliveries = {}
+        for delivery in await self._load_deliveries():
+            if delivery.payload_id in self._records:
+                self._deliveries.setdefault(delivery.payload_id, {})[delivery.id] = delivery
 
     async def close(self) -> None:
         """Persist what is waiting, then release what the store holds open."""
@@ -149,6 +158,7 @@ class Store:
         self._restored.pop(payload_id, None)
         self._unsaved.discard(payload_id)
         self._left_running.discard(payload_id)
+        self._deliveries.pop(payload_id, None)
         self._unmark(payload_id)
         self._persist_delete(payload_id)
 
@@ -160,6 +170,25 @@ class Store:
         """Note a value for the next start; a store that keeps nothing forgets it then."""
         self._meta[key] = value
         await self._persist_meta(key, value)
+
+    # -- callback deliveries ----------------------------------------------------------------
+
+    async def put_delivery(self, delivery: Delivery) -> None:
+        """Keep a delivery, new or changed (persisted behind); raises `PayloadNotFound`."""
+        if delivery.payload_id not in self._records:
+            raise PayloadNotFound(delivery.payload_id)
+        self._deliveries.setdefault(delivery.payload_id, {})[delivery.id] = delivery
+        self._persist_delivery(delivery)
+
+    async def deliveries(self, payload_id: str) -> builtins.list[Delivery]:
+        """A payload's deliveries, oldest first; raises `PayloadNotFound`."""
+        if payload_id not in self._records:
+            raise PayloadNotFound(payload_id)
+        return builtins.list(self._deliveries.get(payload_id, {}).values())
+
+    async def unfinished_deliveries(self) -> builtins.list[Delivery]:
+        """Every delivery still to be sent (or sent again), across payloads."""
+        return [d for kept in self._deliveries.values() for d in kept.values() if not d.done]
 
     async def mark_starting(self, payload_id: str) -> None:
         """Note durably, before its process is started, that this pending payload may run.
@@ -290,6 +319,13 @@ class Store:
 
     async def _persist_meta(self, key: str, value: str) -> None:
         """Persist a meta value before returning."""
+
+    async def _load_deliveries(self) -> builtins.list[Delivery]:
+        """Every persisted delivery (called by `open`, after `_load`)."""
+        return []
+
+    def _persist_delivery(self, delivery: Delivery) -> None:
+        """Persist a new or changed delivery (may be written behind); deleted with its record."""
 
     def _forget_meta(self, key: str) -> None:
         """Remove a meta value, persisted with the next record change (may be written behind)."""

@@ -33,7 +33,7 @@ from typing import ParamSpec, TypeVar
 from pydantic import TypeAdapter
 
 from pericles.errors import StoreUnavailable
-from pericles.model import Payload
+from pericles.model import Delivery, Payload
 from pericles.store.base import Store
 from pericles.store.output import OutputLog
 from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, total_rows
@@ -45,6 +45,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _RECORDS = TypeAdapter(Payload)
+_DELIVERIES = TypeAdapter(Delivery)
 #: Free pages (4 KiB each) past which deleting records gives space back to the file system.
 _VACUUM_PAGES = 256
 #: Seconds before a batch that failed is tried again.
@@ -77,6 +78,7 @@ class _Batch:
     puts: dict[str, Payload] = dataclasses.field(default_factory=dict)
     outputs: dict[str, _Snapshot] = dataclasses.field(default_factory=dict)
     deletes: set[str] = dataclasses.field(default_factory=set)
+    deliveries: dict[str, Delivery] = dataclasses.field(default_factory=dict)
     meta: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Meta keys to remove (the "starting" notes of payloads that moved on).
     unmeta: set[str] = dataclasses.field(default_factory=set)
@@ -85,7 +87,13 @@ class _Batch:
 
     def __bool__(self) -> bool:
         return bool(
-            self.adds or self.puts or self.outputs or self.deletes or self.meta or self.unmeta
+            self.adds
+            or self.puts
+            or self.outputs
+            or self.deletes
+            or self.deliveries
+            or self.meta
+            or self.unmeta
         )
 
 
@@ -198,6 +206,10 @@ class SqliteStore(Store):
         self._next.adds.pop(payload_id, None)
         self._next.puts.pop(payload_id, None)
         self._next.outputs.pop(payload_id, None)
+        for delivery_id in [
+            k for k, d in self._next.deliveries.items() if d.payload_id == payload_id
+        ]:
+            del self._next.deliveries[delivery_id]
         self._next.deletes.add(payload_id)
         self._flush()
 
@@ -209,6 +221,19 @@ class SqliteStore(Store):
     async def _persist_meta(self, key: str, value: str) -> None:
         self._next.meta[key] = value
         await self._commit()
+
+    def _persist_delivery(self, delivery: Delivery) -> None:
+        self._next.deliveries[delivery.id] = delivery
+        self._flush()
+
+    async def _load_deliveries(self) -> list[Delivery]:
+        rows = await self._on_thread(self._read_deliveries)
+        return [_DELIVERIES.validate_json(row[0]) for row in rows]
+
+    def _read_deliveries(self) -> list[tuple[str]]:
+        return (
+            self._connection().execute("SELECT delivery FROM deliveries ORDER BY rowid").fetchall()
+        )
 
     async def _load_output(self, payload_id: str) -> OutputLog | None:
         chunks, totals = await self._on_thread(self._read_output, payload_id)
@@ -279,6 +304,9 @@ class SqliteStore(Store):
             if payload_id in self._records:
                 later.outputs.setdefault(payload_id, output)
         later.deletes |= batch.deletes
+        for delivery_id, delivery in batch.deliveries.items():
+            if delivery.payload_id in self._records:
+                later.deliveries.setdefault(delivery_id, delivery)
         for key, value in batch.meta.items():
             later.meta.setdefault(key, value)
         later.unmeta |= batch.unmeta - later.meta.keys()
@@ -337,8 +365,14 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
             "INSERT INTO output_streams (payload_id, stream, total) VALUES (?, ?, ?)",
             [(payload_id, *row) for row in snapshot.totals],
         )
+    if batch.deliveries:
+        conn.executemany(
+            "INSERT OR REPLACE INTO deliveries (id, payload_id, delivery) VALUES (?, ?, ?)",
+            [(d.id, d.payload_id, _DELIVERIES.dump_json(d)) for d in batch.deliveries.values()],
+        )
     for payload_id in batch.deletes:
         conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,))
+        conn.execute("DELETE FROM deliveries WHERE payload_id = ?", (payload_id,))
         _delete_output(conn, payload_id)
     if batch.unmeta:
         conn.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in batch.unmeta])

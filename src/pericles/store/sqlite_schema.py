@@ -42,6 +42,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     ),
+    (
+        # Callback deliveries, each as its JSON (`model.Delivery`), deleted with the payload.
+        """CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            payload_id TEXT NOT NULL,
+            delivery TEXT NOT NULL
+        )""",
+        "CREATE INDEX deliveries_payload ON deliveries (payload_id)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
