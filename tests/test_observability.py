@@ -11,7 +11,7 @@ import jsonschema
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import Server, post, running_server, wait_for_status
+from tests.helpers import Server, post, running_server, wait_for_status, wait_until
 
 
 def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -161,5 +161,6 @@ def test_readyz_reports_a_broken_store_without_naming_it(tmp_path: Path) -> None
         # Anyone may ask /readyz: the detail names no path, the log says what is wrong.
         assert response.json()["detail"] == "store unavailable"
         assert str(tmp_path) not in response.text
-        assert "removed or replaced" in server.log()
+        # The log is read by a thread: wait for the line rather than race it.
+        wait_until(lambda: "removed or replaced" in server.log(), 10, "the store's log line")
         assert client.get("/healthz").status_code == 200
