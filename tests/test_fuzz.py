@@ -88,17 +88,32 @@ def _defuse(case: Case, absent: Path) -> None:
         cwd = body.get("cwd")
         if isinstance(cwd, str) and cwd and "\x00" not in cwd:
             body["cwd"] = "/"
-        # Nor can JSON Schema say "no name in both env and secret_env": the description does.
-        env, secrets = body.get("env"), body.get("secret_env")
-        if isinstance(env, dict) and isinstance(secrets, dict):
-            for name in set(env) & set(secrets):
-                del env[name]
-        # Nor "no secret value inside another field": each secret gets a value that no
-        # generated text holds (the server refuses a request that repeats one, 422).
-        if isinstance(secrets, dict):
-            for number, name in enumerate(list(secrets)):
-                if isinstance(secrets[name], str):
-                    secrets[name] = f"fuzz-secret-{number}-{uuid.uuid4().hex}"
+        _keep_secrets_apart(body)
+        _keep_callbacks_home(body)
+
+
+def _keep_secrets_apart(body: dict[str, Any]) -> None:
+    """What JSON Schema cannot say: no name in both env and secret_env, and no secret value
+    inside another field (the server refuses both, 422, as the descriptions say)."""
+    env, secrets = body.get("env"), body.get("secret_env")
+    if not isinstance(secrets, dict):
+        return
+    if isinstance(env, dict):
+        for name in set(env) & set(secrets):
+            del env[name]
+    for number, name in enumerate(list(secrets)):
+        if isinstance(secrets[name], str):
+            secrets[name] = f"fuzz-secret-{number}-{uuid.uuid4().hex}"
+
+
+def _keep_callbacks_home(body: dict[str, Any]) -> None:
+    """A generated callback URL must never reach out of this machine: each becomes a
+    loopback address, which the server's address guard refuses without connecting."""
+    callbacks = body.get("callbacks")
+    if isinstance(callbacks, list):
+        for callback in callbacks:
+            if isinstance(callback, dict) and isinstance(callback.get("url"), str):
+                callback["url"] = "http://127.0.0.1:9/fuzz"
 
 
 def _fuzz(operation: Operation, mode: GenerationMode, absent: Path) -> None:
