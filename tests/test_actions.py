@@ -59,7 +59,9 @@ try:
 except FileExistsError:
     sys.exit(3)
 go = os.path.join(os.path.dirname(sys.argv[1]), f"go-{{os.getpid()}}")
-while not os.path.exists(go):
+# A bound, so a run whose server died without killing it cannot poll forever.
+deadline = time.monotonic() + 300
+while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.002)
 os.rmdir(sys.argv[1])
 """
@@ -69,7 +71,8 @@ os.rmdir(sys.argv[1])
 GATED_SCRIPT = f"""#!{PYTHON}
 import os, time
 go = os.path.join(os.path.dirname(__file__), f"go-{{os.getpid()}}")
-while not os.path.exists(go):
+deadline = time.monotonic() + 300
+while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.002)
 """
 
