@@ -94,6 +94,25 @@ def release(fifo: Path, timeout: float = 10.0) -> None:
         os.close(fd)
 
 
+def release_all(fifo: Path, done: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Let every reader of `fifo` go on until `done()`: one writer's close gives every reader
+    that has the FIFO open at that moment its line or EOF, so readers that open it later need
+    another round; each round writes to whoever has it open."""
+
+    def one_round() -> bool:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader has it open right now
+            return done()
+        try:
+            os.write(fd, b"go\n")
+        finally:
+            os.close(fd)
+        return done()
+
+    wait_until(one_round, timeout, f"every reader of {fifo} to go on")
+
+
 def post(client: httpx.Client, cmd: str, *params: str, **fields: Any) -> dict[str, Any]:
     """Create a payload running `cmd params...` with extra spec `fields`; its pending record."""
     response = client.post("/payloads", json={"cmd": cmd, "params": list(params), **fields})

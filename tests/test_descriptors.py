@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.helpers import is_terminal, release, start_server, wait_for_status, wait_until
+from tests.helpers import (
+    is_terminal,
+    release_all,
+    start_server,
+    wait_for_status,
+    wait_until,
+)
 
 STORES = ("memory",)
 
@@ -34,8 +40,12 @@ def test_payloads_started_past_the_descriptor_limit_end_and_free_what_they_took(
             assert all(
                 r["status"] == "error:start('/bin/sh':Too many open files" for r in failed
             ), {r["status"] for r in failed}
-            for _ in working:
-                release(gate)
+            release_all(
+                gate,
+                lambda: all(
+                    is_terminal(client.get(f"/payloads/{r['id']}").json()) for r in working
+                ),
+            )
             for r in working:
                 assert wait_for_status(client, str(r["id"]))["status"] == "finished"
             # What the failed starts took was given back: a payload runs now.

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import release, start_server, wait_for_status, wait_until
+from tests.helpers import (
+    is_terminal,
+    release_all,
+    start_server,
+    wait_for_status,
+    wait_until,
+)
 
 STORES = ("memory",)
 
@@ -106,10 +112,11 @@ def test_past_the_connection_limit_new_ones_get_503_and_payloads_still_start(
             )
             assert all(r.startswith(b"HTTP/1.1 503 ") for r in refused)
             assert all(b"retry-after: 1" in r for r in refused)
-            for _ in ids:
-                release(gate)
             for sock in clients:
                 sock.close()
+            release_all(
+                gate, lambda: all(is_terminal(client.get(f"/payloads/{i}").json()) for i in ids)
+            )
             for payload_id in ids:
                 assert wait_for_status(client, payload_id)["status"] == "finished"
         assert "Too many open files" not in server.log()
