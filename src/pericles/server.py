@@ -8,6 +8,8 @@ the reverse order.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +30,11 @@ from pericles.service import Service
 from pericles.settings import Settings
 from pericles.store import open_store
 from pericles.tokens import TokenSet, load_tokens
+
+log = logging.getLogger("pericles.server")
+
+#: Seconds the runner and the store each get to close at shutdown.
+_CLOSE_WITHIN = 5.0
 
 
 def settings_tokens(settings: Settings) -> TokenSet:
@@ -120,8 +127,14 @@ class Server:
         """Stop every payload (`--shutdown-grace`), then close the runner and the store."""
         self.actions.unwatch()
         await self.service.shutdown(self.settings.shutdown_grace)
-        await self.runner.close()
-        await self.store.close()
+        # Bounded: a broker or database that stops answering must not keep the process up
+        # once every payload has been dealt with.
+        for part in (self.runner, self.store):
+            try:
+                async with asyncio.timeout(_CLOSE_WITHIN):
+                    await part.close()
+            except TimeoutError:
+                log.warning("%s did not close within %gs", type(part).__name__, _CLOSE_WITHIN)
 
     @asynccontextmanager
     async def running(self, app: Any = None) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 
 import uvicorn
 
@@ -162,11 +163,36 @@ def serve(
     # a requested stop, once drained, ends with status 0 instead of a KeyboardInterrupt.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
+    runner = asyncio.Runner(loop_factory=config.get_loop_factory())
     try:
-        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(_run(server, _Server(config), sock, open_files, max_connections))
+        runner.run(_run(server, _Server(config), sock, open_files, max_connections))
     except StoreUnavailable as exc:
         raise _store_failed(settings, exc) from None
+    finally:
+        _close_within(runner, _EXIT_WITHIN)
+
+
+#: Seconds the event loop gets to finish its last tasks once the server has closed.
+_EXIT_WITHIN = 10.0
+
+
+def _close_within(runner: asyncio.Runner, seconds: float) -> None:
+    """Close the loop; exit anyway if a task left behind (a client connection's stream
+    waiting on a broker, say) does not finish in time. Payloads and the store are dealt
+    with before this: what could still hang holds nothing of ours."""
+    guard = threading.Timer(seconds, _exit_now, (seconds,))
+    guard.daemon = True
+    guard.start()
+    try:
+        runner.close()
+    finally:
+        guard.cancel()
+
+
+def _exit_now(seconds: float) -> None:
+    log.warning("the event loop did not close within %gs of shutdown: exiting", seconds)
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _run(
