@@ -151,12 +151,23 @@ class Usage:
     max_rss_bytes: int | None
 
 
-class PayloadCgroup:
-    """One payload's cgroup. `procs_fd` is open for a forked child to write itself into."""
+def _read_pids(fd: int) -> list[int]:
+    """The pids listed by an open `cgroup.procs`: one pread, no path walk."""
+    data = b""
+    while chunk := os.pread(fd, 65536, len(data)):
+        data += chunk
+    return [int(p) for p in data.split()]
 
-    def __init__(self, path: Path, leaf: Path) -> None:
+
+class PayloadCgroup:
+    """One payload's cgroup. `procs_fd` is open for a forked child to write itself into.
+
+    `leaf_fd` is the server's leaf `cgroup.procs`, open for reading, owned by `Cgroups`.
+    """
+
+    def __init__(self, path: Path, leaf_fd: int) -> None:
         self.path = path
-        self._leaf = leaf
+        self._leaf_fd = leaf_fd
         self.procs_fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
     def __str__(self) -> str:
@@ -174,7 +185,9 @@ class PayloadCgroup:
             os.write(self.procs_fd, str(pid).encode())
         me = os.getpid()
         tried: set[int] = set()
-        while strays := [p for p in _pids(self._leaf) if p != me and p not in tried]:
+        # Read through an open descriptor: each syscall is one more wait for the GIL on the
+        # spawner thread while the loop is busy.
+        while strays := [p for p in _read_pids(self._leaf_fd) if p != me and p not in tried]:
             for stray in strays:
                 tried.add(stray)
                 with contextlib.suppress(ProcessLookupError):
@@ -232,6 +245,7 @@ class Cgroups:
         self.home = home
         self._leaf = home / _LEAF
         self._origin = origin
+        self._leaf_fd = os.open(self._leaf / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
 
     @classmethod
     def create(cls) -> Cgroups | str:
@@ -263,7 +277,7 @@ class Cgroups:
         path = self.home / payload_id
         path.mkdir()
         try:
-            return PayloadCgroup(path, self._leaf)
+            return PayloadCgroup(path, self._leaf_fd)
         except OSError:
             with contextlib.suppress(OSError):
                 path.rmdir()
@@ -297,6 +311,9 @@ class Cgroups:
 
     def close(self) -> None:
         """Kill what is left in payload cgroups, move back to where we started, clean up."""
+        if self._leaf_fd >= 0:
+            os.close(self._leaf_fd)
+            self._leaf_fd = -1
         for child in [c for c in self.home.iterdir() if c.is_dir() and c != self._leaf]:
             kill_cgroup(child)
             _remove_soon(child)
