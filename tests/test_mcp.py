@@ -24,9 +24,11 @@ from tests.helpers import Server, processes, release, running_server, start_serv
 
 RUN_SECRET = "agent-secret-0123456789abcdef"
 READ_SECRET = "viewer-secret-0123456789abcdef"
+BUTTON_SECRET = "button-secret-0123456789abcdef"
 MAX_OUTPUT = 1024
 READ_TOOLS = {"status", "output", "wait", "list"}
-ALL_TOOLS = READ_TOOLS | {"run", "start", "cancel", "check"}
+ACTION_TOOLS = {"do_greet_someone", "do_login"}
+ALL_TOOLS = READ_TOOLS | {"run", "start", "cancel", "check"} | ACTION_TOOLS
 
 TOKENS = f"""
 [[token]]
@@ -38,6 +40,33 @@ scope = "run"
 name = "viewer"
 secret = "{READ_SECRET}"
 scope = "read"
+
+[[token]]
+name = "button"
+secret = "{BUTTON_SECRET}"
+scope = "run"
+actions = ["greet.someone"]
+"""
+
+ACTIONS = """
+[[action]]
+name = "greet.someone"
+title = "Greet someone"
+description = "Say hello to someone by name"
+cmd = "echo"
+params = ["hello", "{who}"]
+[action.args.who]
+pattern = "[a-z]+"
+max_length = 20
+
+[[action]]
+name = "login"
+title = "Log in with a key"
+cmd = "sh"
+params = ["-c", "echo key=$API_KEY"]
+[action.args.key]
+type = "secret"
+env = "API_KEY"
 """
 
 POLICY = """
@@ -79,8 +108,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = tmp_path_factory.mktemp("mcp")
     (config / "tokens.toml").write_text(TOKENS)
     (config / "policy.toml").write_text(POLICY)
+    (config / "actions.toml").write_text(ACTIONS)
     with running_server(
         "--mcp",
+        "--actions",
+        str(config / "actions.toml"),
         "--mcp-max-output",
         str(MAX_OUTPUT),
         "--tokens-file",
@@ -224,6 +256,86 @@ def test_a_read_token_gets_read_tools_only(server: Server) -> None:
     theirs = facts(call(server, "run", cmd="echo", params=["seen"]))
     seen = facts(call(server, "status", READ_SECRET, id=theirs["id"]))
     assert seen["exit_code"] == 0
+
+
+def listed_tools(server: Server, secret: str) -> dict[str, Any]:
+    async def tools() -> dict[str, Any]:
+        async with connect(server, secret) as client:
+            return {tool.name: tool for tool in (await client.list_tools()).tools}
+
+    return asyncio.run(tools())
+
+
+def test_each_action_is_a_tool_with_its_argument_schema(server: Server) -> None:
+    tools = listed_tools(server, RUN_SECRET)
+    assert set(tools) >= ACTION_TOOLS
+    with server.client() as http:
+        published = http.get("/actions/greet.someone").json()
+    greet = tools["do_greet_someone"]
+    assert greet.input_schema == published["args_schema"]
+    assert greet.input_schema["required"] == ["who"]
+    assert greet.description == "Say hello to someone by name"
+    assert greet.annotations is not None
+    assert greet.annotations.destructive_hint
+
+
+def test_an_action_tool_runs_the_action_as_the_actions_api_does(server: Server) -> None:
+    result = call(server, "do_greet_someone", who="agent")
+    answer = facts(result)
+    assert (answer["status"], answer["exit_code"], answer["signal"]) == ("finished", 0, None)
+    assert answer["output"] == "hello agent\n"
+    assert "exit_code 0" in text_of(result)
+    assert "hello agent" in text_of(result)
+    with server.client() as http:
+        record = http.get(f"/payloads/{answer['id']}").json()
+    assert (record["action"], record["args"]) == ("greet.someone", {"who": "agent"})
+    assert record["created_by"] == "agent"
+    assert record["labels"] == {"client": "mcp"}
+
+
+def test_bad_action_arguments_are_a_tool_error_naming_them(server: Server) -> None:
+    wrong = call(server, "do_greet_someone", who="Robert'); DROP TABLE")
+    assert wrong.is_error
+    assert "args.who" in text_of(wrong)
+    missing = call(server, "do_greet_someone")
+    assert missing.is_error
+    assert "args.who" in text_of(missing)
+    extra = call(server, "do_greet_someone", who="x", cmd="/bin/sh")
+    assert extra.is_error
+    assert "args.cmd" in text_of(extra)
+    with server.client() as http:
+        made = [r["args"] for r in http.get("/payloads").json() if r.get("action")]
+    assert not [args for args in made if args.get("who") in ("x", "Robert'); DROP TABLE")]
+
+
+def test_an_action_tools_secret_argument_is_masked(server: Server) -> None:
+    secret = "s3cret-key-for-no-model"
+    result = call(server, "do_login", key=secret)
+    assert facts(result)["output"] == "key=***\n"
+    assert secret not in text_of(result)
+    assert secret not in str(result.structured_content)
+
+
+def test_a_read_token_neither_sees_nor_calls_action_tools(server: Server) -> None:
+    assert not ACTION_TOOLS & set(listed_tools(server, READ_SECRET))
+    refused = call(server, "do_greet_someone", READ_SECRET, who="viewer")
+    assert refused.is_error
+    assert "scope read" in text_of(refused)
+    with server.client() as http:
+        assert not [
+            r for r in http.get("/payloads").json() if (r.get("args") or {}).get("who") == "viewer"
+        ]
+
+
+def test_a_token_limited_to_actions_gets_its_action_tools_only(server: Server) -> None:
+    assert set(listed_tools(server, BUTTON_SECRET)) == {"do_greet_someone"}
+    assert facts(call(server, "do_greet_someone", BUTTON_SECRET, who="button"))["exit_code"] == 0
+    refused = call(server, "run", BUTTON_SECRET, cmd="echo", params=["raw"])
+    assert refused.is_error
+    assert "only run its actions" in text_of(refused)
+    hidden = call(server, "do_login", BUTTON_SECRET, key="k")
+    assert hidden.is_error
+    assert "do_login" in text_of(hidden)
 
 
 def test_output_is_bounded_head_and_tail(server: Server) -> None:
