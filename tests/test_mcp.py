@@ -412,6 +412,54 @@ def test_a_request_needs_no_session_any_replica_can_answer(server: Server) -> No
     assert response.json()["result"]["structuredContent"]["output"] == "lone\n"
 
 
+def _lone_call(marker: str) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "run", "arguments": {"cmd": "echo", "params": [marker]}},
+    }
+
+
+_MCP_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2025-06-18",
+}
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem_type"),
+    [
+        ({"Host": "evil.example"}, "/problems/host-not-admitted"),
+        ({"Host": "127.0.0.1.nip.io:8000"}, "/problems/host-not-admitted"),
+        ({"Origin": "https://evil.example"}, "/problems/cross-site-refused"),
+    ],
+)
+def test_the_host_and_origin_rules_guard_mcp_as_every_route(
+    server: Server, headers: dict[str, str], problem_type: str
+) -> None:
+    """P8's middleware answers /mcp, with the problem it answers any other route."""
+    with server.client() as http:
+        refused = http.post("/mcp", json=_lone_call("rebound"), headers={**_MCP_HEADERS, **headers})
+        elsewhere = http.post("/payloads", json={"cmd": "echo"}, headers=headers)
+        ran = [r for r in http.get("/payloads").json() if r["params"] == ["rebound"]]
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == problem_type
+    assert refused.json() == elsewhere.json()
+    assert not ran
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1:{port}"])
+def test_an_admitted_host_reaches_mcp(server: Server, host: str) -> None:
+    headers = {**_MCP_HEADERS, "Host": host.format(port=server.port)}
+    origin = {"Origin": f"http://{headers['Host']}"}
+    with server.client() as http:
+        response = http.post("/mcp", json=_lone_call("admitted"), headers={**headers, **origin})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["structuredContent"]["output"] == "admitted\n"
+
+
 def test_only_post_is_served_and_requests_are_counted(server: Server) -> None:
     with server.client() as http:
         for method in ("GET", "DELETE"):
