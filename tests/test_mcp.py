@@ -20,7 +20,15 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from tests.helpers import Server, processes, release, running_server, start_server, wait_until
+from tests.helpers import (
+    Server,
+    processes,
+    release,
+    release_all,
+    running_server,
+    start_server,
+    wait_until,
+)
 
 RUN_SECRET = "agent-secret-0123456789abcdef"
 READ_SECRET = "viewer-secret-0123456789abcdef"
@@ -471,35 +479,58 @@ def test_only_post_is_served_and_requests_are_counted(server: Server) -> None:
 
 
 @pytest.mark.slow  # a server or a bridge process of its own
-def test_shutdown_with_a_tool_call_in_flight_stops_its_process() -> None:
+def test_shutdown_with_a_tool_call_in_flight_answers_it_and_stops_its_process(
+    tmp_path: Path,
+) -> None:
+    """A long `run` (its wait is `wait`'s: Service.wait) answers once SIGTERM comes."""
     server = start_server("--mcp")
-    outcome: list[object] = []
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    answers: list[CallToolResult] = []
+    failures: list[BaseException] = []
 
     async def long_call() -> None:
         async with Client(f"{server.url}/mcp") as client:
-            await client.call_tool("run", {"cmd": "sleep", "params": ["60"], "wait": 120})
+            # Listed first: the client reads tools' output schemas from the list, and would
+            # ask for it after the answer, when the server is gone.
+            await client.list_tools()
+            arguments = {"cmd": "head", "params": ["-n1", str(gate)], "wait": 120}
+            answers.append(await client.call_tool("run", arguments))
 
     def in_thread() -> None:
         try:
             asyncio.run(long_call())
-        except BaseException as exc:  # the server went away mid-call: expected here
-            outcome.append(exc)
+        except BaseException as exc:  # noted: the answer must have come before any of it
+            failures.append(exc)
 
     caller = threading.Thread(target=in_thread, daemon=True)
     caller.start()
     try:
         with server.client() as http:
+            # Working means the call has reached its wait: it started the payload first.
             pid = wait_until(
                 lambda: next(
                     (r["pid"] for r in http.get("/payloads").json() if r.get("pid")), None
                 ),
                 what="the payload to start",
             )
-        assert server.stop() == 0
+        # Within the server's own bounds: the helper fails the test past its timeout.
+        assert server.stop(timeout=20) == 0
     finally:
         server.stop()
+        release_all(gate, lambda: True)  # a reader left by a failure goes on
     caller.join(30)
     assert not caller.is_alive()
+    assert answers, failures
+    answer = facts(answers[0])
+    assert (answer["status"], answer["exit_code"], answer["server_stopping"]) == (
+        "working",
+        None,
+        True,
+    )
+    assert "shutting down" in text_of(answers[0])
+    assert "Traceback" not in server.log()
+    assert " 500" not in server.log()
     # The payload's process went with the server: nothing left running for nobody to see.
     assert pid not in [p.pid for p in processes()]
 

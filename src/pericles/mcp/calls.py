@@ -135,6 +135,13 @@ async def report(caller: Caller, record: Payload) -> CallToolResult:
     answer = {**facts(record), "output": excerpt.text, "output_omitted": excerpt.omitted}
     total = len(data) + dropped
     lines = [headline(record)]
+    if caller.service.stopping and not record.terminal:
+        # The wait ended because the server is stopping, not because the payload did.
+        answer["server_stopping"] = True
+        lines = [
+            f"the server is shutting down, and stops its running payloads: payload "
+            f"{record.id} was still {record.status} (exit_code none yet)"
+        ]
     if total:
         cut = f"; {excerpt.omitted} bytes omitted, read them with output" if excerpt.omitted else ""
         lines.append(f"output (stdout and stderr as read, {total} bytes{cut}):")
