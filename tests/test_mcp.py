@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -399,6 +401,46 @@ def test_the_stdio_bridge_relays_to_the_endpoint(server: Server) -> None:
     names, waited = asyncio.run(scenario())
     assert names == READ_TOOLS
     assert facts(waited)["output"] == "bridged\n"
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_URL = "http://127.0.0.1:8000"
+
+
+def readme_client_configs() -> list[dict[str, Any]]:
+    """The client configurations the README's MCP section shows, in their order."""
+    section = README.read_text().split("## AI agents: the MCP endpoint", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks = re.findall(r"^```json\n(.*?)^```", section, re.S | re.M)
+    return [json.loads(block)["mcpServers"]["pericles"] for block in blocks]
+
+
+@pytest.mark.slow  # a server or a bridge process of its own
+def test_the_readmes_client_configurations_connect(server: Server) -> None:
+    over_http, over_stdio = readme_client_configs()
+    assert over_http["type"] == "http"
+    url = over_http["url"].replace(README_URL, server.url)
+    headers = {
+        name: value.replace("${PERICLES_TOKEN}", READ_SECRET)
+        for name, value in over_http["headers"].items()
+    }
+    command = shutil.which(over_stdio["command"], path=str(Path(sys.executable).parent))
+    assert command is not None
+    args = [arg.replace(README_URL, server.url) for arg in over_stdio["args"]]
+    env = {"PATH": os.environ["PATH"], **over_stdio["env"], "PERICLES_TOKEN": READ_SECRET}
+
+    async def both() -> tuple[set[str], set[str]]:
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            by_http = {tool.name for tool in (await client.list_tools()).tools}
+        parameters = StdioServerParameters(command=command, args=args, env=env)
+        async with Client(parameters) as client:
+            by_stdio = {tool.name for tool in (await client.list_tools()).tools}
+        return by_http, by_stdio
+
+    assert asyncio.run(both()) == (READ_TOOLS, READ_TOOLS)
 
 
 def test_a_request_needs_no_session_any_replica_can_answer(server: Server) -> None:
