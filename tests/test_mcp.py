@@ -185,6 +185,22 @@ def test_no_token_is_refused_before_the_sdk(server: Server) -> None:
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+def listed_tools(server: Server, secret: str) -> dict[str, Any]:
+    async def tools() -> dict[str, Any]:
+        async with connect(server, secret) as client:
+            return {tool.name: tool for tool in (await client.list_tools()).tools}
+
+    return asyncio.run(tools())
+
+
+def test_start_takes_what_run_takes_but_wait(server: Server) -> None:
+    tools = listed_tools(server, RUN_SECRET)
+    run = dict(tools["run"].input_schema["properties"])
+    assert run.pop("wait")["maximum"] == 300
+    assert tools["start"].input_schema["properties"] == run
+    assert tools["start"].input_schema["required"] == ["cmd"]
+
+
 def test_run_an_allowed_command(server: Server) -> None:
     assert tool_names(server, RUN_SECRET) == ALL_TOOLS
     result = call(server, "run", cmd="echo", params=["hello", "agent"])
@@ -266,14 +282,6 @@ def test_a_read_token_gets_read_tools_only(server: Server) -> None:
     theirs = facts(call(server, "run", cmd="echo", params=["seen"]))
     seen = facts(call(server, "status", READ_SECRET, id=theirs["id"]))
     assert seen["exit_code"] == 0
-
-
-def listed_tools(server: Server, secret: str) -> dict[str, Any]:
-    async def tools() -> dict[str, Any]:
-        async with connect(server, secret) as client:
-            return {tool.name: tool for tool in (await client.list_tools()).tools}
-
-    return asyncio.run(tools())
 
 
 def test_each_action_is_a_tool_with_its_argument_schema(server: Server) -> None:

@@ -15,6 +15,7 @@ actions' tools are `actions.ActionTools`'; what the tools share is in `calls`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -84,26 +85,10 @@ Wait = Annotated[
 PayloadId = Annotated[str, Field(description="The payload's id, as run or start answered")]
 
 
-def _spec_data(
-    cmd: str,
-    params: list[str] | None,
-    cwd: str | None,
-    env: dict[str, str] | None,
-    secret_env: dict[str, str] | None,
-    stdin: str | None,
-    timeout: float | None,
-    labels: dict[str, str] | None,
-) -> dict[str, Any]:
+def _spec_data(cmd: str, labels: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
     """A create body, as the REST API would receive it; unset fields stay out of it."""
-    given = {
-        "cwd": cwd,
-        "env": env,
-        "secret_env": secret_env,
-        "stdin": stdin,
-        "timeout": timeout,
-    }
-    data: dict[str, Any] = {"cmd": cmd, "params": params or []}
-    data.update({key: value for key, value in given.items() if value is not None})
+    data: dict[str, Any] = {"cmd": cmd, "params": fields.pop("params", None) or []}
+    data.update({key: value for key, value in fields.items() if value is not None})
     data["labels"] = {**(labels or {}), CLIENT_LABEL[0]: CLIENT_LABEL[1]}
     return data
 
@@ -139,28 +124,26 @@ async def tool_run(
     If it is still running after `wait` seconds, answers its id instead: use `wait`,
     `output` or `cancel` with it. Refused commands come back as errors naming the rule.
     """
-    data = _spec_data(cmd, params, cwd, env, secret_env, stdin, timeout, labels)
-    caller, record = await _create(ctx, data)
+    fields = {"params": params, "cwd": cwd, "env": env, "secret_env": secret_env, "stdin": stdin}
+    caller, record = await _create(ctx, _spec_data(cmd, labels, timeout=timeout, **fields))
     with tool_errors():
         record = await caller.service.wait(record.id, wait)
         return await report(caller, record)
 
 
-async def tool_start(
-    ctx: Context[Any, Any],
-    cmd: Cmd,
-    params: Params = None,
-    cwd: Cwd = None,
-    env: Env = None,
-    secret_env: SecretEnv = None,
-    stdin: Stdin = None,
-    timeout: Timeout = None,
-    labels: Labels = None,
-) -> CallToolResult:
+async def tool_start(ctx: Context[Any, Any], **spec: Any) -> CallToolResult:
     """Start a command and answer its id at once, without waiting for it."""
-    data = _spec_data(cmd, params, cwd, env, secret_env, stdin, timeout, labels)
-    _, record = await _create(ctx, data)
+    _, record = await _create(ctx, _spec_data(**spec))
     return result(f"started payload {record.id} ({record.status})", facts(record))
+
+
+# `start` takes what `run` takes, but `wait`. The SDK makes a tool's input schema from its
+# function's signature, so `start` is given `run`'s without `wait`: one list of arguments,
+# with their types and descriptions, for both tools.
+_RUN = inspect.signature(tool_run, eval_str=True)
+vars(tool_start)["__signature__"] = _RUN.replace(
+    parameters=[p for name, p in _RUN.parameters.items() if name != "wait"]
+)
 
 
 async def tool_status(ctx: Context[Any, Any], id: PayloadId) -> CallToolResult:
@@ -258,7 +241,7 @@ async def tool_check(
 ) -> CallToolResult:
     """Would the server's policy run this command? Starts and stores nothing."""
     caller = caller_of(ctx)
-    data = _spec_data(cmd, params, cwd, env, None, None, timeout, None)
+    data = _spec_data(cmd, params=params, cwd=cwd, env=env, timeout=timeout)
     with tool_errors():
         decision = await caller.service.check(spec_from(data))
     content = {
