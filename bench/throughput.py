@@ -125,11 +125,17 @@ def count_statuses(records: list[dict[str, Any]]) -> str:
 # --- 1. end to end -------------------------------------------------------------------------
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds the process `pid` has used so far, all its threads, not its children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def bench_e2e(
     args: argparse.Namespace, server: ServerProcess, already: int = 0
-) -> tuple[float, list[str]]:
-    """The end-to-end rate, and the ids of the timed payloads; `already`: records kept from
-    earlier rounds."""
+) -> tuple[float, list[str], float]:
+    """The end-to-end rate, the ids of the timed payloads, and the server's CPU seconds per
+    payload over the timed run; `already`: records kept from earlier rounds."""
     ids: list[str] = []
 
     def keep_id(body: bytes) -> None:
@@ -142,6 +148,7 @@ async def bench_e2e(
         check_run("warm-up", warm, args.warmup_payloads)
         await wait_all_terminal(conns[0], already + args.warmup_payloads, within=60)
 
+        cpu = process_cpu(server.pid)
         created = await drive(
             conns,
             create_request,
@@ -155,7 +162,10 @@ async def bench_e2e(
         seen, records = await wait_all_terminal(
             conns[0], already + args.warmup_payloads + args.payloads, within=args.e2e_timeout
         )
-    return report_e2e(records, ids, created, seen - created.started), ids
+        # Includes the polls that wait for the end: a little more than the payloads cost.
+        cpu = (process_cpu(server.pid) - cpu) / args.payloads
+    say(f"  server CPU per payload: {cpu * 1000:.2f} ms")
+    return report_e2e(records, ids, created, seen - created.started), ids, cpu
 
 
 def report_e2e(
@@ -224,12 +234,19 @@ async def e2e_rounds(args: argparse.Namespace) -> dict[str, Any]:
         containment = await readyz_containment(server)
         for i in range(args.rounds):
             before = spawn_sequential(args.spawn_count, seconds=30)
-            rate, _ = await bench_e2e(
+            rate, _, cpu = await bench_e2e(
                 args, server, already=i * (args.warmup_payloads + args.payloads)
             )
             after = spawn_sequential(args.spawn_count, seconds=30)
             raw = (before + after) / 2
-            rounds.append({"e2e_per_s": rate, "raw_spawn_per_s": raw, "ratio": rate / raw})
+            rounds.append(
+                {
+                    "e2e_per_s": rate,
+                    "raw_spawn_per_s": raw,
+                    "ratio": rate / raw,
+                    "server_cpu_ms_per_payload": cpu * 1000,
+                }
+            )
             say(
                 f"  round {i + 1}: e2e {rate:.0f}/s  raw spawn {before:.0f}/s, {after:.0f}/s"
                 f"  ratio {rate / raw:.2f}"
@@ -242,6 +259,9 @@ async def e2e_rounds(args: argparse.Namespace) -> dict[str, Any]:
         "e2e_per_s": statistics.median(r["e2e_per_s"] for r in rounds),
         "raw_spawn_per_s": statistics.median(r["raw_spawn_per_s"] for r in rounds),
         "ratio": statistics.median(r["ratio"] for r in rounds),
+        "server_cpu_ms_per_payload": statistics.median(
+            r["server_cpu_ms_per_payload"] for r in rounds
+        ),
     }
 
 
@@ -518,7 +538,7 @@ async def run(args: argparse.Namespace, outcomes: list[str]) -> None:
             f"\n1. end to end: {args.payloads} x {TRUE}, {args.clients} clients"
             f" (server pid {server.pid})"
         )
-        rate, ids = await bench_e2e(args, server)
+        rate, ids, _ = await bench_e2e(args, server)
         # Spawn speed drifts on a shared machine: measure it again, right after.
         report_ratio(rate, before, spawn_sequential(args.spawn_count, seconds=30), outcomes)
 
@@ -578,7 +598,8 @@ def main(argv: list[str] | None = None) -> None:
         say(
             f"e2e /bin/true, {args.clients} clients, containment {figures['containment']},"
             f" median of {args.rounds}: {figures['e2e_per_s']:.0f}/s, raw spawn"
-            f" {figures['raw_spawn_per_s']:.0f}/s, ratio {figures['ratio']:.2f}"
+            f" {figures['raw_spawn_per_s']:.0f}/s, ratio {figures['ratio']:.2f};"
+            f" server CPU {figures['server_cpu_ms_per_payload']:.2f} ms per payload"
         )
         return
     try:

@@ -15,6 +15,7 @@ import pytest
 
 from pericles import process
 from pericles.process import spawner as spawner_module
+from pericles.process.cgroup import Stage
 from pericles.process.spawn import Launch, Opened, execute
 
 WAIT = 30.0
@@ -33,10 +34,10 @@ def gated(
     pids: list[int] = []
     real = execute
 
-    def gated_execute(launch: Launch, opened: Opened) -> int:
+    def gated_execute(launch: Launch, opened: Opened, stage: Stage | None = None) -> int:
         entered.set()
         assert gate.wait(WAIT)
-        pid = real(launch, opened)
+        pid = real(launch, opened, stage)
         pids.append(pid)
         return pid
 
@@ -82,7 +83,7 @@ def test_a_start_cancelled_before_the_thread_takes_it_never_runs(
     marker = tmp_path / "ran"
 
     async def main() -> process.Launched:
-        spawner = process.Spawner()
+        spawner = process.Spawner(threads=1)
         try:
             first = asyncio.create_task(spawner.launch(job(["/bin/true"])))
             await until(entered.is_set)  # the thread holds the first start
@@ -109,7 +110,7 @@ def test_a_start_cancelled_while_the_thread_runs_it_is_killed_and_reaped(
     gate, entered, pids = gated(monkeypatch)
 
     async def main() -> None:
-        spawner = process.Spawner()
+        spawner = process.Spawner(threads=1)
         try:
             task = asyncio.create_task(spawner.launch(job(["/bin/sleep", "300"])))
             await until(entered.is_set)
@@ -133,7 +134,7 @@ def test_closing_ends_queued_starts_and_refuses_new_ones(
     marker = tmp_path / "ran"
 
     async def main() -> None:
-        spawner = process.Spawner()
+        spawner = process.Spawner(threads=1)
         first = asyncio.create_task(spawner.launch(job(["/bin/sleep", "300"])))
         await until(entered.is_set)
         queued = asyncio.create_task(spawner.launch(job(["/bin/touch", str(marker)])))

@@ -18,7 +18,7 @@ import stat
 import uuid
 from collections.abc import Mapping, Sequence
 
-from pericles.process.cgroup import PayloadCgroup
+from pericles.process.cgroup import PayloadCgroup, Stage
 from pericles.process.child import Child, OutputSink
 from pericles.process.contain import Containment
 from pericles.process.forkexec import RESET_SIGNALS, fork_exec
@@ -228,13 +228,14 @@ def open_for(job: Launch) -> Opened:
     return Opened(None, fds, ours, theirs)
 
 
-def execute(job: Launch, opened: Opened) -> int:
+def execute(job: Launch, opened: Opened, stage: Stage | None = None) -> int:
     """Start the child and move it into its cgroup: blocks until it has exec'd, and may run
     on any thread (see `spawner`); the pid, or `SpawnFailed` with nothing left running.
 
-    Calls must not overlap: `PayloadCgroup.join` takes whatever else is in the server's
-    leaf for the child's. The payload's cgroup is made here too (`opened.cgroup`): a mkdir
-    in cgroupfs takes a while, better spent off the loop.
+    Calls from threads without a `stage` (see `cgroup.Stage`) must not overlap:
+    `PayloadCgroup.join` takes whatever else is in the server's leaf for the child's. The
+    payload's cgroup is made here too (`opened.cgroup`): a mkdir in cgroupfs takes a while,
+    better spent off the loop.
     """
     in_r, _, _, out_w, _, err_w = opened.fds
     pid = 0
@@ -243,7 +244,7 @@ def execute(job: Launch, opened: Opened) -> int:
         if not needs_fork(job):
             pid = _posix_spawn(job.executable, job.argv, job.env, [in_r, out_w, err_w])
             if cgroup is not None:
-                cgroup.join(pid)
+                cgroup.join(pid, stage)
         else:
             pid = fork_exec(
                 job.executable,
