@@ -11,12 +11,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pericles import process
 from pericles.process import spawner as spawner_module
 from pericles.process.cgroup import Stage
 from pericles.process.spawn import Launch, Opened, execute
+from tests.helpers import start_server, wait_for_status, wait_until
 
 WAIT = 30.0
 
@@ -154,3 +156,70 @@ def test_closing_ends_queued_starts_and_refuses_new_ones(
 
     asyncio.run(main())
     assert not marker.exists()
+
+
+def cgroup_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return f.read().strip().rsplit("/", 1)[-1]
+    except OSError:
+        return None
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes in session `sid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == sid and fields[0] not in "ZX":
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow
+def test_payloads_started_at_once_keep_each_its_own_descendants(tmp_path: Path) -> None:
+    """Many payloads that fork at once, started by both spawner threads: every process of
+    each ends up in that payload's own cgroup, none in another's (the default containment)."""
+    forks = 3
+    script = " ".join(["sleep 1000 &"] * forks) + " wait"
+    server = start_server("--max-running", "0")
+    try:
+        with server.client() as client:
+            check_each_keeps_its_own(client, script, forks)
+    finally:
+        assert server.stop() == 0
+
+
+def all_forked(pid: int, forks: int) -> Callable[[], list[int] | None]:
+    """The processes of the session `pid` leads, once it and its `forks` are all there."""
+
+    def check() -> list[int] | None:
+        members = session_members(pid)
+        return members if len(members) == forks + 1 else None
+
+    return check
+
+
+def check_each_keeps_its_own(client: httpx.Client, script: str, forks: int) -> None:
+    assert client.get("/readyz").json()["containment"] == "cgroup"
+    ids = [
+        client.post("/payloads", json={"cmd": "/bin/sh", "params": ["-c", script]}).json()["id"]
+        for _ in range(16)
+    ]
+    try:
+        records = [wait_for_status(client, i, "working") for i in ids]
+        for record in records:
+            members = wait_until(all_forked(record["pid"], forks), 10, f"forks of {record['id']}")
+            assert {cgroup_of(p) for p in members} == {record["id"]}
+    finally:
+        for payload_id in ids:
+            client.post(f"/payloads/{payload_id}/cancel")
+        for payload_id in ids:
+            wait_for_status(client, payload_id, None, timeout=20)
