@@ -142,14 +142,6 @@ class Launched:
     out_r: int
     err_r: int
 
-    def abort(self) -> None:
-        """Nobody will watch it (its start was cancelled, the server is closing): end it all."""
-        _abort(self.pid, self.cgroup)
-        _close([self.pidfd, self.in_w, self.out_r, self.err_r])
-        if self.cgroup is not None:
-            with contextlib.suppress(OSError):
-                self.cgroup.remove()
-
 
 def prepare(
     cmd: str,
