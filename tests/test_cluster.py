@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,3 +238,49 @@ def test_a_redis_store_works_with_the_local_runner(redis: RedisServer) -> None:
             assert "worker" not in record or record["worker"] is None
     finally:
         server.stop()
+
+
+def test_a_replica_told_to_stop_ends_its_event_streams_and_exits_promptly(
+    cluster: tuple[RedisServer, Worker],
+) -> None:
+    """SIGTERM with a payload running and event streams open: the streams end cleanly (their
+    clients resume elsewhere) and the replica exits, long before its shutdown grace."""
+    redis, _ = cluster
+    grace = 60
+    api = start_server("--store", redis.url(), "--runner", "celery", "--shutdown-grace", str(grace))
+    other = replica(redis)
+    followers: list[threading.Thread] = []
+    ended: list[list[SSEvent]] = []
+    try:
+        with api.client() as client:
+            record = post(client, "/bin/sh", "-c", "echo ready; exec sleep 60")
+            wait_for_status(client, record["id"], "working")
+            opened = threading.Barrier(3, timeout=10)
+
+            def follow(url: str) -> None:
+                with httpx.Client(base_url=api.url, timeout=grace) as own:
+                    with own.stream("GET", url) as response:
+                        assert response.status_code == 200
+                        opened.wait()
+                        ended.append(list(sse_events(response.iter_lines())))
+
+            for url in (f"/payloads/{record['id']}/events", "/events"):
+                followers.append(threading.Thread(target=follow, args=(url,), daemon=True))
+                followers[-1].start()
+            opened.wait()
+            told = time.monotonic()
+            api.process.send_signal(signal.SIGTERM)
+            assert api.process.wait(grace) == 0
+            took = time.monotonic() - told
+            assert took < grace / 4, took
+            for follower in followers:
+                follower.join(10)
+            assert len(ended) == 2  # both streams ended as streams do, not with an error
+            assert "timeout graceful shutdown exceeded" not in api.log()
+            # The payload runs on; a client resumes on the other replica.
+            with other.client() as b:
+                assert b.get(f"/payloads/{record['id']}").json()["status"] == "working"
+                b.post(f"/payloads/{record['id']}/cancel")
+    finally:
+        api.stop()
+        other.stop()

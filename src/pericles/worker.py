@@ -149,6 +149,9 @@ class Worker:
                         if message["type"] == "message":
                             await self._on_control(message["data"])
             except (RedisError, OSError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # see RedisStore.changes
+                    raise asyncio.CancelledError from exc
                 log.warning("control: lost the channel (%s); subscribing again", exc)
                 await asyncio.sleep(0.5)
 

@@ -101,8 +101,18 @@ class _Server(uvicorn.Server):
     """uvicorn on a socket bound beforehand, still saying where it runs once it does.
 
     uvicorn logs "Uvicorn running on ..." only for sockets it binds itself; people and
-    tests read the port (for --port 0) from that line.
+    tests read the port (for --port 0) from that line. When told to stop, it ends the
+    service's event streams first: uvicorn waits for open connections to close (up to
+    `--shutdown-grace`), and an event stream never closes by itself.
     """
+
+    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+        super().__init__(config)
+        self._server = server
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._server.service.end_streams()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -165,7 +175,7 @@ def serve(
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
     runner = asyncio.Runner(loop_factory=config.get_loop_factory())
     try:
-        runner.run(_run(server, _Server(config), sock, open_files, max_connections))
+        runner.run(_run(server, _Server(config, server), sock, open_files, max_connections))
     except StoreUnavailable as exc:
         raise _store_failed(settings, exc) from None
     finally:

@@ -419,6 +419,13 @@ class Service:
 
     # -- output and following -------------------------------------------------------------
 
+    def end_streams(self) -> None:
+        """End every event stream (a payload's and the status feed) at its next step: called
+        when the server is told to stop, so open streams do not hold its exit. Clients resume
+        elsewhere (another replica, or this one restarted) from their last event id."""
+        self._records.changes.close()
+        self._records.feed.close()
+
     async def wait(self, payload_id: str, timeout: float) -> Payload:
         """The record once terminal, or as it is after `timeout` seconds."""
         return await wait_for_end(self.get, self._records.changes, payload_id, timeout)

@@ -45,6 +45,8 @@ log = logging.getLogger("pericles.service")
 _LIVE = (Status.WORKING, Status.PAUSED)
 #: How long a signal request waits for the worker to record the pause or resume it causes.
 _SIGNAL_WAIT = 5.0
+#: Seconds the change listener and the reaper get to stop at shutdown.
+_STOP_WITHIN = 2.0
 
 
 class RemoteService(Service):
@@ -161,7 +163,11 @@ class RemoteService(Service):
         self._accepting = False
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a task stuck on Redis must not hold the replica's exit.
+            _, stuck = await asyncio.wait(self._tasks, timeout=_STOP_WITHIN)
+            for task in stuck:
+                log.warning("shutdown: %s did not stop within %gs", task.get_name(), _STOP_WITHIN)
 
     # -- cancel, signals, stdin: sent to the worker that runs the payload ------------------
 

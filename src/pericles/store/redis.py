@@ -56,6 +56,14 @@ _BATCH = 256
 _STOP_TTL = 24 * 3600
 
 
+def _cancelling() -> bool:
+    """Whether this task is being cancelled: a cancel that reached redis-py in the middle of
+    a read can come out as a connection error, and a loop that subscribes again on errors
+    would then never end (a shutdown waiting on it, neither)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def record_key(payload_id: str) -> str:
     return f"{PREFIX}{{{payload_id}}}"
 
@@ -463,6 +471,8 @@ class RedisStore(Store):
                         if message["type"] == "message":
                             yield _change(message["data"])
             except (RedisError, OSError) as exc:
+                if _cancelling():
+                    raise asyncio.CancelledError from exc
                 log.warning("store: lost the change feed (%s); subscribing again", exc)
                 lost = True
                 await asyncio.sleep(0.5)
