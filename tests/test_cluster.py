@@ -258,11 +258,13 @@ def test_a_replica_told_to_stop_ends_its_event_streams_and_exits_promptly(
             opened = threading.Barrier(3, timeout=10)
 
             def follow(url: str) -> None:
-                with httpx.Client(base_url=api.url, timeout=grace) as own:
-                    with own.stream("GET", url) as response:
-                        assert response.status_code == 200
-                        opened.wait()
-                        ended.append(list(sse_events(response.iter_lines())))
+                with (
+                    httpx.Client(base_url=api.url, timeout=grace) as own,
+                    own.stream("GET", url) as response,
+                ):
+                    assert response.status_code == 200
+                    opened.wait()
+                    ended.append(list(sse_events(response.iter_lines())))
 
             for url in (f"/payloads/{record['id']}/events", "/events"):
                 followers.append(threading.Thread(target=follow, args=(url,), daemon=True))
