@@ -286,3 +286,47 @@ def test_a_replica_told_to_stop_ends_its_event_streams_and_exits_promptly(
     finally:
         api.stop()
         other.stop()
+
+
+def test_a_worker_judges_each_payload_again_by_its_own_policy(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """The API admits anything (no policy); the worker's policy allows `echo` with one word
+    param only: what it refuses ends as a start error naming the rule, and never runs."""
+    ran = tmp_path / "ran"
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "greet"\ncmd = "/bin/echo"\nparams = [{regex = "[a-z]+"}]\n'
+        '[[rule]]\nname = "touch-nothing"\ncmd = "/bin/sh"\nparams = [{values = ["-c"]}, '
+        '{values = ["true"]}]\n'
+    )
+    worker = start_worker(redis.url(), "--policy", str(rules), hostname="host-p")
+    api = replica(redis)
+    try:
+        with api.client() as client:
+            allowed = wait_for_status(client, post(client, "/bin/echo", "hello")["id"])
+            assert allowed["status"] == "finished", allowed
+            params_refused = wait_for_status(client, post(client, "/bin/echo", "HELLO")["id"])
+            status = params_refused["status"]
+            assert status.startswith("error:start('/bin/echo':refused by the worker's"), status
+            assert "(rule greet)" in status, status
+            assert "pid" not in params_refused
+            # No rule matches: refused too, and the command never ran.
+            script = post(client, "/bin/sh", "-c", f'echo ran > "{ran}"')
+            unmatched = wait_for_status(client, script["id"])
+            assert unmatched["status"].startswith("error:start('/bin/sh':refused"), unmatched
+            assert not ran.exists()
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def test_a_worker_with_a_bad_policy_file_stops_with_one_line(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeError) as failed:
+        start_worker(redis.url(), "--policy", str(tmp_path / "missing.toml"), timeout=20)
+    text = str(failed.value)
+    assert "pericles worker:" in text, text
+    assert "missing.toml" in text, text
+    assert "Traceback" not in text, text

@@ -28,12 +28,14 @@ import logging
 import logging.config
 import os
 import socket
+import sys
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from pericles import policy as command_policy
 from pericles import process
 from pericles.errors import PayloadNotFound, PericlesError
 from pericles.logs import log_config
@@ -56,8 +58,15 @@ class WorkerRunner(LocalRunner):
     """The local runner, noting each payload it starts in this host's set before spawning,
     so the janitor of any worker on this host can find what a dead worker left."""
 
-    def __init__(self, store: RedisStore, host: str, settings: Settings) -> None:
-        super().__init__(settings.inherit_env, settings.max_stdin)
+    def __init__(
+        self, store: RedisStore, host: str, settings: Settings, policy: bool = False
+    ) -> None:
+        super().__init__(
+            settings.inherit_env,
+            settings.max_stdin,
+            payload_path=settings.payload_path,
+            own_path_lookup=policy,
+        )
         self._store = store
         self.host_key = host_key(f"{host}:{process.boot_id() or 'unknown-boot'}")
 
@@ -73,12 +82,16 @@ class Worker:
     listener and the host janitor."""
 
     def __init__(self, settings: Settings, hostname: str) -> None:
+        """Raises `PolicyError` for a policy file that cannot be used."""
         self.settings = settings
         self.id = f"{hostname}/{os.getpid()}"
         self.store = RedisStore(settings.store, settings.max_output)
         self.store.ttl_ms = int(settings.liveness_ttl * 1000)
-        self.runner = WorkerRunner(self.store, hostname, settings)
-        self.service = Service(settings, self.store, self.runner, shared=True)
+        # The same policy loading as handler-serve's (rules' bare names on the payloads' PATH).
+        paths = process.HostPaths(settings.payload_path or process.DEFAULT_PATH)
+        policy = command_policy.load(settings.allow, settings.policy, paths)
+        self.runner = WorkerRunner(self.store, hostname, settings, policy is not None)
+        self.service = Service(settings, self.store, self.runner, policy=policy, shared=True)
         self._stopping: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -220,8 +233,12 @@ def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | N
     config = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config)
     host = hostname or socket.gethostname()
+    try:
+        worker = Worker(settings, host)
+    except command_policy.PolicyError as exc:
+        print(f"pericles worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     loop = _loop_thread()
-    worker = Worker(settings, host)
     asyncio.run_coroutine_threadsafe(worker.open(), loop).result()
     app = make_app(settings.store)
 

@@ -11,6 +11,11 @@ from pydantic import ValidationError
 from pericles.settings import MiB, Settings
 
 
+def _help(field: str) -> str:
+    """handler-serve's help for the same setting: one definition, the same meaning."""
+    return Settings.model_fields[field].description or ""
+
+
 def worker(
     broker: Annotated[
         str,
@@ -42,6 +47,14 @@ def worker(
     inherit_env: Annotated[
         bool, typer.Option(help="Give payloads this worker's environment, not PATH only")
     ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help=_help("policy") + "; the same file as the API's: each payload is judged again "
+            "here before it starts, and one this policy refuses ends as a start error",
+        ),
+    ] = None,
+    allow: Annotated[list[str] | None, typer.Option(help=_help("allow"))] = None,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug")] = "info",
 ) -> None:
     """Run payloads queued by `handler-serve --runner celery`, with the same process code."""
@@ -58,6 +71,8 @@ def worker(
             inherit_env=inherit_env,
             log_level=log_level,
             max_running=0,
+            policy=policy,
+            allow=allow or [],
         )
     except ValidationError as exc:
         print(f"pericles worker: invalid settings:\n{exc}", file=sys.stderr)

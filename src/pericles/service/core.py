@@ -50,8 +50,8 @@ from pericles.model import (
     utcnow,
 )
 from pericles.outbound.sender import Sender
-from pericles.policy import NO_POLICY, Decision, Policy
-from pericles.runner import Runner
+from pericles.policy import Decision, Policy
+from pericles.runner import Runner, StartFailed
 from pericles.service.admission import Admission, Admitted
 from pericles.service.callbacks import Callbacks
 from pericles.service.following import follow, wait_for_end
@@ -316,8 +316,9 @@ class Service:
         or claimed already (a message delivered twice) is left alone. A claimant that dies
         leaves it to the reaper, which records it `lost`: it may have started.
 
-        The API that took it admitted it; here only the file is checked again, against the
-        path and digest it admitted (when its policy resolved one), on this host.
+        The API that took it admitted it; here this process's own policy judges it again
+        (`Admission.again`: a refusal ends it as a start error naming the rule), and the file
+        is checked against the path and digest admitted (when a policy resolved one).
         """
         try:
             record = await self.store.get(payload_id)
@@ -333,7 +334,12 @@ class Service:
             reason = start_error(record.cmd, str(exc))
             await self._records.move(record, Status.ERROR, status=reason, finished_at=utcnow())
             return True
-        admitted = Admitted(spec, _admitted_file(record), NO_POLICY, record.created_by)
+        try:
+            admitted = await self._admission.again(spec, _admitted_file(record), record.created_by)
+        except StartFailed as exc:
+            reason = start_error(record.cmd, exc.reason)
+            await self._records.move(record, Status.ERROR, status=reason, finished_at=utcnow())
+            return True
         await self._start(record, admitted).ended()
         return True
 
