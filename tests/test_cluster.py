@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -330,3 +331,83 @@ def test_a_worker_with_a_bad_policy_file_stops_with_one_line(
     assert "pericles worker:" in text, text
     assert "missing.toml" in text, text
     assert "Traceback" not in text, text
+
+
+SECRET = "s3cr3t-value-that-no-record-may-hold"
+
+
+def _redis_holds(redis: RedisServer, text: bytes) -> list[str]:
+    """The keys of every kind whose contents hold `text`."""
+    import redis as redis_py
+
+    # Loosely typed, as in the store: redis-py types each reply as a union of many forms.
+    client: Any = redis_py.Redis.from_url(redis.url())
+    found = []
+    try:
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key).decode()
+            values: Any
+            if kind == "string":
+                values = client.get(key)
+            elif kind == "hash":
+                values = client.hgetall(key)
+            elif kind == "list":
+                values = client.lrange(key, 0, -1)
+            elif kind == "set":
+                values = client.smembers(key)
+            elif kind == "zset":
+                values = client.zrange(key, 0, -1)
+            else:  # stream
+                values = client.xrange(key)
+            if text in repr(values).encode():
+                found.append(key.decode())
+    finally:
+        client.close()
+    return found
+
+
+def test_secret_env_crosses_the_broker_sealed_and_never_rests_in_redis(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    key = tmp_path / "secrets.key"
+    key.write_text("k" * 8 + "-a-key-of-forty-characters-or-so-" + "\n")
+    worker = start_worker(redis.url(), "--secrets-key-file", str(key), hostname="host-s")
+    keyless = start_worker(redis.url(), hostname="host-n", queues="keyless")
+    api = start_server("--store", redis.url(), "--runner", "celery", "--secrets-key-file", str(key))
+    plain = replica(redis)
+    try:
+        with api.client() as client, plain.client() as other:
+            script = 'echo "${#TOKEN}"; echo "$TOKEN"'
+            # Waiting in its queue: the message holds the value sealed, Redis nowhere plain.
+            waiting = post(
+                client, "/bin/sh", "-c", script, queue="later", secret_env={"TOKEN": SECRET}
+            )
+            assert waiting["secret_env_names"] == ["TOKEN"]
+            assert _redis_holds(redis, b"later") != []  # the queued message is there
+            assert _redis_holds(redis, SECRET.encode()) == []
+            record = post(client, "/bin/sh", "-c", script, secret_env={"TOKEN": SECRET})
+            done = wait_for_status(client, record["id"])
+            assert done["status"] == "finished", done
+            assert client.get(f"/payloads/{record['id']}/output").text == f"{len(SECRET)}\n***\n"
+            assert _redis_holds(redis, SECRET.encode()) == []
+            # A worker without the key never runs it without its secrets.
+            blind = post(
+                client, "/bin/sh", "-c", script, queue="keyless", secret_env={"TOKEN": SECRET}
+            )
+            ended = wait_for_status(client, blind["id"])
+            assert ended["status"].startswith("error:start('/bin/sh':its secret_env values "), ended
+            assert "--secrets-key-file" in ended["status"]
+            # A replica without the key refuses secret_env: a 422 naming the flag.
+            refused = other.post(
+                "/payloads", json={"cmd": "/bin/true", "secret_env": {"TOKEN": SECRET}}
+            )
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert "--secrets-key-file" in refused.text
+            assert SECRET not in refused.text
+    finally:
+        api.stop()
+        plain.stop()
+        worker.stop()
+        keyless.stop()
+    assert SECRET not in api.log() + worker.log() + keyless.log()

@@ -37,11 +37,11 @@ from redis.exceptions import RedisError
 
 from pericles import policy as command_policy
 from pericles import process
-from pericles.errors import PayloadNotFound, PericlesError
+from pericles.errors import PayloadNotFound, PericlesError, SecretsKeyError
 from pericles.logs import log_config
 from pericles.model import PayloadSpec, Resolved
 from pericles.runner.base import Execution
-from pericles.runner.celery import TASK, control_channel, make_app
+from pericles.runner.celery import TASK, Sealer, control_channel, make_app
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
@@ -82,7 +82,7 @@ class Worker:
     listener and the host janitor."""
 
     def __init__(self, settings: Settings, hostname: str) -> None:
-        """Raises `PolicyError` for a policy file that cannot be used."""
+        """Raises `PolicyError` or `SecretsKeyError` for a file that cannot be used."""
         self.settings = settings
         self.id = f"{hostname}/{os.getpid()}"
         self.store = RedisStore(settings.store, settings.max_output)
@@ -91,6 +91,8 @@ class Worker:
         paths = process.HostPaths(settings.payload_path or process.DEFAULT_PATH)
         policy = command_policy.load(settings.allow, settings.policy, paths)
         self.runner = WorkerRunner(self.store, hostname, settings, policy is not None)
+        key_file = settings.secrets_key_file
+        self.sealer = Sealer(key_file) if key_file is not None else None
         self.service = Service(settings, self.store, self.runner, policy=policy, shared=True)
         self._stopping: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,9 +115,18 @@ class Worker:
         await self.runner.close()
         await self.store.close()
 
-    async def take(self, payload_id: str) -> None:
-        """A Celery task's work: run the payload to its end, if it is still ours to run."""
-        await self.service.take(payload_id, self.id)
+    async def take(self, payload_id: str, sealed: str | None = None) -> None:
+        """A Celery task's work: run the payload to its end, if it is still ours to run.
+        `sealed`: its secret_env values, encrypted by the API (see `Sealer`)."""
+        secrets, missing = None, "did not reach this worker"
+        if sealed is not None and self.sealer is None:
+            missing = "cannot be read on this worker: it has no --secrets-key-file"
+        elif sealed is not None and self.sealer is not None:
+            try:
+                secrets = self.sealer.open(payload_id, sealed)
+            except SecretsKeyError as exc:
+                missing = f"cannot be read on this worker: {exc}"
+        await self.service.take(payload_id, self.id, secrets, missing)
         # It ended here and its group was reaped: nothing for the janitor to find.
         with contextlib.suppress(RedisError, OSError):
             await self.store.forget_host(self.runner.host_key, payload_id)
@@ -235,7 +246,7 @@ def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | N
     host = hostname or socket.gethostname()
     try:
         worker = Worker(settings, host)
-    except command_policy.PolicyError as exc:
+    except (command_policy.PolicyError, SecretsKeyError) as exc:
         print(f"pericles worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     loop = _loop_thread()
@@ -243,9 +254,9 @@ def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | N
     app = make_app(settings.store)
 
     @app.task(bind=True, name=TASK, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
-    def run_payload(task: Any, payload_id: str) -> None:
+    def run_payload(task: Any, payload_id: str, sealed: str | None = None) -> None:
         try:
-            asyncio.run_coroutine_threadsafe(worker.take(payload_id), loop).result()
+            asyncio.run_coroutine_threadsafe(worker.take(payload_id, sealed), loop).result()
         except (RedisError, OSError) as exc:
             # Redis unreachable before the claim: the message was taken (acks early), so
             # send it again. Harmless after a claim too: the claim lets only one start.

@@ -26,7 +26,7 @@ from pericles.actions import ActionsError
 from pericles.api.app import create_app
 from pericles.api.protocol import bounded_head_protocol
 from pericles.cli import flags
-from pericles.errors import StoreUnavailable
+from pericles.errors import SecretsKeyError, StoreUnavailable
 from pericles.logs import log_config
 from pericles.policy import PolicyError
 from pericles.process import UnknownIdentity
@@ -137,7 +137,7 @@ def serve(
     max_connections = settings.max_connections or connection_limit(open_files, settings.max_running)
     try:
         server = Server(settings, tokens, os.environ)
-    except (PolicyError, ActionsError, UnknownIdentity) as exc:
+    except (PolicyError, ActionsError, UnknownIdentity, SecretsKeyError) as exc:
         sock.close()
         raise _fail(str(exc)) from None
     except StoreUnavailable as exc:

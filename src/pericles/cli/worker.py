@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,6 +56,7 @@ def worker(
         ),
     ] = None,
     allow: Annotated[list[str] | None, typer.Option(help=_help("allow"))] = None,
+    secrets_key_file: Annotated[Path | None, typer.Option(help=_help("secrets_key_file"))] = None,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug")] = "info",
 ) -> None:
     """Run payloads queued by `handler-serve --runner celery`, with the same process code."""
@@ -73,6 +75,7 @@ def worker(
             max_running=0,
             policy=policy,
             allow=allow or [],
+            secrets_key_file=secrets_key_file,
         )
     except ValidationError as exc:
         print(f"pericles worker: invalid settings:\n{exc}", file=sys.stderr)

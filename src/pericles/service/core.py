@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from pericles.errors import (
     AlreadyTerminal,
@@ -56,7 +56,7 @@ from pericles.service.admission import Admission, Admitted
 from pericles.service.callbacks import Callbacks
 from pericles.service.following import follow, wait_for_end
 from pericles.service.records import Records, check_transition
-from pericles.service.recovery import Waiting, recover, spec_of
+from pericles.service.recovery import Waiting, recover, spec_of, with_secrets
 from pericles.service.run import Run
 from pericles.settings import Settings
 from pericles.store import Store
@@ -307,7 +307,13 @@ class Service:
         run.task.add_done_callback(functools.partial(self._on_run_done, run))
         return run
 
-    async def take(self, payload_id: str, worker: str) -> bool:
+    async def take(
+        self,
+        payload_id: str,
+        worker: str,
+        secrets: Mapping[str, str] | None = None,
+        missing: str = "did not reach this worker",
+    ) -> bool:
         """Run a payload another process created and queued (a celery worker's task), to
         its end; False when it was not ours to run.
 
@@ -316,9 +322,11 @@ class Service:
         or claimed already (a message delivered twice) is left alone. A claimant that dies
         leaves it to the reaper, which records it `lost`: it may have started.
 
-        The API that took it admitted it; here this process's own policy judges it again
-        (`Admission.again`: a refusal ends it as a start error naming the rule), and the file
-        is checked against the path and digest admitted (when a policy resolved one).
+        `secrets`: the secret_env values its message carried (never stored), or None and
+        why (`missing`). The API that took it admitted it; here this process's own policy
+        judges it again (`Admission.again`: a refusal ends it as a start error naming the
+        rule), and the file is checked against the path and digest admitted (when a policy
+        resolved one).
         """
         try:
             record = await self.store.get(payload_id)
@@ -329,7 +337,7 @@ class Service:
             return False
         record = dataclasses.replace(record, worker=worker)
         try:
-            spec = spec_of(record)
+            spec = with_secrets(record, spec_of(record), secrets, missing)
         except InvalidSpec as exc:
             reason = start_error(record.cmd, str(exc))
             await self._records.move(record, Status.ERROR, status=reason, finished_at=utcnow())

@@ -95,7 +95,8 @@ class RemoteService(Service):
 
     async def _enqueue(self, record: Payload, admitted: Admitted) -> Payload:
         try:
-            self._celery.submit(record)
+            secrets = admitted.spec.secret_env or {}
+            self._celery.submit(record, {k: v.get_secret_value() for k, v in secrets.items()})
         except ServiceUnavailable:
             # Stored but not queued: it would wait forever. It ends now, and the client is told.
             with contextlib.suppress(StaleRecord, PayloadNotFound):
