@@ -411,3 +411,33 @@ def test_secret_env_crosses_the_broker_sealed_and_never_rests_in_redis(
         worker.stop()
         keyless.stop()
     assert SECRET not in api.log() + worker.log() + keyless.log()
+
+
+def test_retention_holds_across_replicas(cluster: tuple[RedisServer, Worker]) -> None:
+    """--keep-finished on two replicas: the oldest ended payloads are forgotten (by one of
+    them), a running one never; both lists agree."""
+    redis, _ = cluster
+    flags = ("--store", redis.url(), "--runner", "celery", "--keep-finished", "2")
+    one, two = start_server(*flags, "--heartbeat", "0.2"), start_server(*flags)
+    try:
+        with one.client() as a, two.client() as b:
+            running = post(a, "/bin/sleep", "60")
+            wait_for_status(a, running["id"], "working")
+            ids = []
+            for i in range(5):  # one after the other: their end order is known
+                ids.append(post(b, "/bin/echo", str(i))["id"])
+                wait_for_status(b, ids[-1])
+
+            def ended(client: httpx.Client) -> set[str]:
+                return {r["id"] for r in client.get("/payloads").json() if is_terminal(r)}
+
+            wanted = set(ids[-2:])  # also of the payloads the module's other tests ran
+            wait_until(lambda: ended(a) == wanted, 10, "the oldest ended payloads to go")
+            assert ended(b) == wanted
+            assert b.get(f"/payloads/{running['id']}").json()["status"] == "working"
+            assert b.get(f"/payloads/{ids[0]}").status_code == 404
+            assert a.get(f"/payloads/{ids[0]}/output").status_code == 404
+            a.post(f"/payloads/{running['id']}/cancel")
+    finally:
+        one.stop()
+        two.stop()

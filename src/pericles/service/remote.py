@@ -124,12 +124,16 @@ class RemoteService(Service):
                 self._records.changes.notify_all()
 
     async def _reap(self) -> None:
-        """Every heartbeat: payloads whose worker stopped renewing them become `lost`."""
+        """Every heartbeat: payloads whose worker stopped renewing them become `lost`, and
+        ended payloads past `--keep-finished` or `--keep-for` are forgotten (by whichever
+        replica gets there first: one script each time, so each is evicted once)."""
+        settings = self._settings
         while True:
-            await asyncio.sleep(self._settings.heartbeat)
+            await asyncio.sleep(settings.heartbeat)
             try:
                 for payload_id in await self._redis_store.expired():
                     await self._lose_expired(payload_id)
+                await self._redis_store.evict_ended(settings.keep_finished, settings.keep_for)
                 for state in self._counts_cache:
                     self._counts_cache[state] = await self._redis_store.count(state)
                 self._counts_cache[Status.WORKING] += await self._redis_store.count(Status.PAUSED)

@@ -51,6 +51,8 @@ _ALL = PREFIX + "all"
 _SEQ = PREFIX + "seq"
 _META = PREFIX + "meta"
 DEADLINES = PREFIX + "deadlines"
+#: When each ended payload ended (µs, Redis clock): retention's order (`evict_ended`).
+ENDED = PREFIX + "ended"
 _BATCH = 256
 #: Seconds a stop request is kept for a worker that missed the message.
 _STOP_TTL = 24 * 3600
@@ -176,6 +178,7 @@ class RedisStore(Store):
         self._renew = self._redis.register_script(redis_lua.RENEW)
         self._claim = self._redis.register_script(redis_lua.CLAIM)
         self._expired = self._redis.register_script(redis_lua.EXPIRED)
+        self._evict = self._redis.register_script(redis_lua.EVICT)
         self._writers: dict[str, _Writer] = {}
         #: Liveness TTL in ms armed on every move into a live state (the runner sets it).
         self.ttl_ms = 5000
@@ -223,7 +226,7 @@ class RedisStore(Store):
 
     async def _put(self, record: Payload, before: Status | None, if_expired: bool) -> bool:
         result = await self._move(
-            keys=[record_key(record.id), DEADLINES, *_STATE_KEYS],
+            keys=[record_key(record.id), DEADLINES, *_STATE_KEYS, ENDED],
             args=[
                 record.id,
                 before.value if before is not None else "",
@@ -323,7 +326,7 @@ class RedisStore(Store):
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(record_key(payload_id))
             pipe.delete(*(output_key(payload_id, s) for s in STREAMS), cancel_key(payload_id))
-            for index in (_ALL, DEADLINES, *_STATE_KEYS):
+            for index in (_ALL, DEADLINES, ENDED, *_STATE_KEYS):
                 pipe.zrem(index, payload_id)
             pipe.publish(CHANGES, "s" + payload_id)
             removed = await pipe.execute()
@@ -452,6 +455,21 @@ class RedisStore(Store):
 
     async def host_payloads(self, key: str) -> builtins.list[str]:
         return [member.decode() for member in await self._redis.smembers(key)]
+
+    async def evict_ended(self, keep: int, keep_for: float | None) -> int:
+        """Forget ended payloads past `keep` of them or older than `keep_for` seconds, oldest
+        first, as `delete` does; how many. Safe to run from several processes at once."""
+        evicted = 0
+        while True:
+            count = int(
+                await self._evict(
+                    keys=[ENDED, _ALL, DEADLINES, *_STATE_KEYS],
+                    args=[keep, "" if keep_for is None else keep_for, CHANGES, PREFIX, _BATCH],
+                )
+            )
+            evicted += count
+            if count < _BATCH:
+                return evicted
 
     async def count(self, state: Status) -> int:
         return int(await self._redis.zcard(_state_key(state)))

@@ -49,7 +49,7 @@ redis.call('PUBLISH', ARGV[5], 's' .. ARGV[1] .. '\\n' .. ARGV[4])
 return 1
 """
 
-#: KEYS: record, deadlines, then one index per state in `STATES` order.
+#: KEYS: record, deadlines, then one index per state in `STATES` order, then the ended index.
 #: ARGV: id, state before ('' for any), new state, wire status, record JSON, ttl ms,
 #: '1' to move only if the liveness deadline has passed (the reaper), changes channel,
 #: the worker that runs it ('' for none).
@@ -87,6 +87,11 @@ if cur ~= new then
     if name == cur then redis.call('ZREM', KEYS[2 + i], id) end
     if name == new then redis.call('ZADD', KEYS[2 + i], seq, id) end
   end
+end
+-- Retention's order: when each payload ended, in microseconds by Redis's clock (see EVICT):
+-- scripts run one at a time, so two ends never share a score and the order is exact.
+if terminal[new] and not terminal[cur] then
+  redis.call('ZADD', KEYS[3 + #states], tonumber(t[1]) * 1000000 + tonumber(t[2]), id)
 end
 if live[new] or (new == 'pending' and owner) then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), id)
@@ -153,5 +158,44 @@ EXPIRED = (
     _NOW_MS
     + """
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+"""
+)
+
+#: KEYS: the ended index, the all-records index, deadlines, then one index per state in
+#: `STATES` order. ARGV: ended payloads to keep, seconds to keep them ('' for ever), changes
+#: channel, key prefix, most to evict in one call. Forgets the ended payloads past either
+#: bound, oldest first, as `delete` does; one script, so replicas running it at once evict
+#: each payload once. Returns how many it evicted.
+EVICT = (
+    _tables()
+    + _NOW_MS
+    + """
+local ended, limit = KEYS[1], tonumber(ARGV[5])
+local ids = {}
+local over = redis.call('ZCARD', ended) - tonumber(ARGV[1])
+if over > 0 then ids = redis.call('ZRANGE', ended, 0, math.min(over, limit) - 1) end
+if ARGV[2] ~= '' and #ids < limit then
+  -- Both lists are prefixes of the same order: skip those the count took already.
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local horizon = now_us - math.floor(tonumber(ARGV[2]) * 1000000)
+  local old = redis.call('ZRANGEBYSCORE', ended, '-inf', horizon, 'LIMIT', #ids, limit - #ids)
+  for _, id in ipairs(old) do ids[#ids + 1] = id end
+end
+local evicted = 0
+for _, id in ipairs(ids) do
+  local rec = ARGV[4] .. '{' .. id .. '}'
+  local st = redis.call('HGET', rec, 'state')
+  redis.call('ZREM', ended, id)
+  if (not st) or terminal[st] then
+    redis.call('DEL', rec, rec .. ':out:stdout', rec .. ':out:stderr', rec .. ':cancel',
+      rec .. ':deliveries')
+    for i = 2, #KEYS do redis.call('ZREM', KEYS[i], id) end
+    if st then
+      redis.call('PUBLISH', ARGV[3], 's' .. id)
+      evicted = evicted + 1
+    end
+  end
+end
+return evicted
 """
 )
