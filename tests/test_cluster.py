@@ -441,3 +441,53 @@ def test_retention_holds_across_replicas(cluster: tuple[RedisServer, Worker]) ->
     finally:
         one.stop()
         two.stop()
+
+
+def test_callbacks_of_worker_payloads_are_sent_once_and_logged_on_every_replica(
+    cluster: tuple[RedisServer, Worker],
+) -> None:
+    """Two replicas hear every change; one of them sends each event, signed; either one
+    shows the deliveries; a redelivery asked of the other is sent too."""
+    from tests.test_callbacks import SECRET as CALLBACK_SECRET
+    from tests.test_callbacks import running_receiver, verifies
+
+    redis, _ = cluster
+    flags = (
+        *("--store", redis.url(), "--runner", "celery", "--callback-backoff", "0.05"),
+        *("--callback-secret", CALLBACK_SECRET, "--callback-allow", "127.0.0.1/32"),
+    )
+    with running_receiver() as receiver:
+        one, two = start_server(*flags), start_server(*flags)
+        try:
+            with one.client() as a, two.client() as b:
+                hooks = [
+                    {"url": receiver.url("/ok"), "events": ["started", "finished"]},
+                    {"url": receiver.url("/fail/1")},
+                ]
+                record = post(a, "/bin/sh", "-c", "echo hi", callbacks=hooks)
+                assert wait_for_status(b, record["id"])["status"] == "finished"
+
+                def settled() -> list[dict[str, Any]] | None:
+                    found: list[dict[str, Any]] = b.get(
+                        f"/payloads/{record['id']}/deliveries"
+                    ).json()["deliveries"]
+                    done = len(found) == 3 and all(d["state"] == "delivered" for d in found)
+                    return found if done else None
+
+                logged = wait_until(settled, 20, "the deliveries to be sent")
+                assert sorted(d["event"] for d in logged) == ["finished", "finished", "started"]
+                retried = [d for d in logged if d["url"].endswith("/fail/1")]
+                assert [x["status_code"] for x in retried[0]["attempts"]] == [503, 204]
+                # Each event once, whatever the number of replicas that heard it.
+                assert a.get(f"/payloads/{record['id']}/deliveries").json()["deliveries"] == (
+                    logged
+                )
+                assert sorted(receiver.accepted) == sorted(d["id"] for d in logged)
+                assert len(receiver.requests) == 4  # three deliveries, one retry
+                assert all(verifies(got) for got in receiver.accepted.values())
+                again = a.post(f"/payloads/{record['id']}/deliveries/{logged[0]['id']}/redeliver")
+                assert again.status_code in (200, 201, 202), again.text
+                wait_until(lambda: len(receiver.accepted) == 4, 20, "the redelivery")
+        finally:
+            one.stop()
+            two.stop()

@@ -106,7 +106,15 @@ class Server:
         key_file = settings.secrets_key_file
         sealer = Sealer(key_file) if key_file is not None else None
         runner = CeleryRunner(settings.store, settings.inherit_env, settings.max_stdin, sealer)
-        service = RemoteService(settings, self.store, runner, self.metrics, self.policy)
+        service = RemoteService(
+            settings,
+            self.store,
+            runner,
+            self.metrics,
+            self.policy,
+            sender=self.sender,
+            callback_secrets=self.tokens.callback_secrets(),
+        )
         return runner, service
 
     async def open(self) -> None:

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
-from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
+from pericles.model import STREAMS, Delivery, ListQuery, Page, Payload, Piece, Status
 from pericles.store import redis_lua
 from pericles.store.base import Store
 from pericles.store.output import OutputLog
@@ -144,10 +144,26 @@ def _clip(stream: str, entry_id: bytes, fields: dict[bytes, bytes], kept: _Kept)
     return rows
 
 
-def _change(data: bytes) -> tuple[str, str, Payload | None]:
+#: A change heard: kind ("s" record, "o" output, "*" reconnected), payload id, the record as
+#: written (None: deleted, or output), the state before the write (None: new, or unknown).
+Change = tuple[str, str, Payload | None, Status | None]
+
+
+def _change(data: bytes) -> Change:
     head, _, body = data.partition(b"\n")
     text = head.decode()
-    return text[0], text[1:], _RECORDS.validate_json(body) if body else None
+    payload_id, _, before = text[1:].partition(" ")
+    record = _RECORDS.validate_json(body) if body else None
+    return text[0], payload_id, record, Status(before) if before else None
+
+
+def deliveries_key(payload_id: str) -> str:
+    return f"{PREFIX}{{{payload_id}}}:deliveries"
+
+
+#: "<payload id> <delivery id>" of every delivery not done yet, across payloads.
+_UNFINISHED = PREFIX + "deliveries:unfinished"
+_DELIVERIES = TypeAdapter(Delivery)
 
 
 class RedisStore(Store):
@@ -179,6 +195,7 @@ class RedisStore(Store):
         self._claim = self._redis.register_script(redis_lua.CLAIM)
         self._expired = self._redis.register_script(redis_lua.EXPIRED)
         self._evict = self._redis.register_script(redis_lua.EVICT)
+        self._claim_event = self._redis.register_script(redis_lua.CLAIM_EVENT)
         self._writers: dict[str, _Writer] = {}
         #: Liveness TTL in ms armed on every move into a live state (the runner sets it).
         self.ttl_ms = 5000
@@ -325,7 +342,11 @@ class RedisStore(Store):
         self._writers.pop(payload_id, None)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(record_key(payload_id))
-            pipe.delete(*(output_key(payload_id, s) for s in STREAMS), cancel_key(payload_id))
+            pipe.delete(
+                *(output_key(payload_id, s) for s in STREAMS),
+                cancel_key(payload_id),
+                deliveries_key(payload_id),
+            )
             for index in (_ALL, DEADLINES, ENDED, *_STATE_KEYS):
                 pipe.zrem(index, payload_id)
             pipe.publish(CHANGES, "s" + payload_id)
@@ -456,6 +477,54 @@ class RedisStore(Store):
     async def host_payloads(self, key: str) -> builtins.list[str]:
         return [member.decode() for member in await self._redis.smembers(key)]
 
+    # -- callback deliveries: kept beside their record, gone with it ------------------------
+
+    async def put_delivery(self, delivery: Delivery) -> None:
+        payload_id = delivery.payload_id
+        member = f"{payload_id} {delivery.id}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(record_key(payload_id))
+            pipe.hset(deliveries_key(payload_id), delivery.id, _DELIVERIES.dump_json(delivery))
+            if delivery.done:
+                pipe.srem(_UNFINISHED, member)
+            else:
+                pipe.sadd(_UNFINISHED, member)
+            exists = (await pipe.execute())[0]
+        if not exists:  # deleted meanwhile: what was just written goes too
+            await self._redis.delete(deliveries_key(payload_id))
+            await self._redis.srem(_UNFINISHED, member)
+            raise PayloadNotFound(payload_id)
+
+    async def deliveries(self, payload_id: str) -> builtins.list[Delivery]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(record_key(payload_id))
+            pipe.hvals(deliveries_key(payload_id))
+            exists, values = await pipe.execute()
+        if not exists:
+            raise PayloadNotFound(payload_id)
+        kept = [_DELIVERIES.validate_json(value) for value in values]
+        return sorted(kept, key=lambda d: (d.created_at, d.id))
+
+    async def unfinished_deliveries(self) -> builtins.list[Delivery]:
+        found = []
+        for member in await self._redis.smembers(_UNFINISHED):
+            payload_id, _, delivery_id = member.decode().partition(" ")
+            value = await self._redis.hget(deliveries_key(payload_id), delivery_id)
+            if value is None:  # its payload was forgotten
+                await self._redis.srem(_UNFINISHED, member)
+                continue
+            delivery = _DELIVERIES.validate_json(value)
+            if not delivery.done:
+                found.append(delivery)
+        return found
+
+    async def claim_event(self, payload_id: str, event: str) -> bool:
+        """Whether this caller is the one to send `event`'s callbacks for the payload: the
+        first to ask, of every API replica that heard the change. Kept in the record's hash,
+        so it goes with the record."""
+        claimed = await self._claim_event(keys=[record_key(payload_id)], args=[f"cb:{event}"])
+        return bool(claimed)
+
     async def evict_ended(self, keep: int, keep_for: float | None) -> int:
         """Forget ended payloads past `keep` of them or older than `keep_for` seconds, oldest
         first, as `delete` does; how many. Safe to run from several processes at once."""
@@ -474,17 +543,18 @@ class RedisStore(Store):
     async def count(self, state: Status) -> int:
         return int(await self._redis.zcard(_state_key(state)))
 
-    async def changes(self) -> AsyncIterator[tuple[str, str, Payload | None]]:
+    async def changes(self) -> AsyncIterator[Change]:
         """Every change from now on, from any process: ("s", id, record as written, or None
-        when deleted) for a record, ("o", id, None) for output. On a lost connection it
-        yields ("*", "", None) once reconnected: anything may have changed meanwhile."""
+        when deleted, the state before) for a record, ("o", id, None, None) for output. On a
+        lost connection it yields ("*", "", None, None) once reconnected: anything may have
+        changed meanwhile."""
         lost = False
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGES)
                     if lost:
-                        yield "*", "", None
+                        yield "*", "", None, None
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             yield _change(message["data"])

@@ -100,7 +100,8 @@ else
 end
 -- The terminal state is the output's end marker: APPEND refuses anything after it.
 -- The record as written goes with the news: a reader sees each state, however fast.
-redis.call('PUBLISH', ARGV[8], 's' .. id .. '\\n' .. ARGV[5])
+-- With the state before: API replicas tell callback events ("started") from updates.
+redis.call('PUBLISH', ARGV[8], 's' .. id .. ' ' .. cur .. '\\n' .. ARGV[5])
 return {'ok'}
 """
 )
@@ -199,3 +200,9 @@ end
 return evicted
 """
 )
+
+#: KEYS: record. ARGV: the claim's field. 1 for the first caller while the record exists.
+CLAIM_EVENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], '1')
+"""
