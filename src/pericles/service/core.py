@@ -184,7 +184,7 @@ class Service:
         # Noted before the first await, so a concurrent retry with the key finds this payload.
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)
-        await self._records.add(record)
+        await self._store_new(record, admitted)
         return await self._enqueue(record, admitted)
 
     def _check_room(self) -> None:
@@ -194,6 +194,10 @@ class Service:
                 f"{self.pending_count} payloads are waiting already (--max-pending)",
                 retry_after=1,
             )
+
+    async def _store_new(self, record: Payload, admitted: Admitted) -> None:
+        """Keep a new pending record (and publish it)."""
+        await self._records.add(record)
 
     def _pending(self, record: Payload, admitted: Admitted) -> Payload:
         """The pending record to store for an admitted spec."""

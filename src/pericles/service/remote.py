@@ -29,7 +29,6 @@ from pericles.model import (
     STDIN_PIPE,
     Payload,
     Status,
-    start_error,
     utcnow,
 )
 from pericles.outbound.sender import Sender
@@ -111,20 +110,16 @@ class RemoteService(Service):
             return record
         return dataclasses.replace(record, exe=file.exe, exe_sha256=file.sha256)
 
+    async def _store_new(self, record: Payload, admitted: Admitted) -> None:
+        # The record and its Celery message in one Redis step: one round trip, and never a
+        # record stored but not queued (or a message for no record).
+        secrets = admitted.spec.secret_env or {}
+        values = {name: value.get_secret_value() for name, value in secrets.items()}
+        message = self._celery.message(record, values)
+        await self._redis_store.add(record, queued=(message.queue, message.text))
+        self._records.published(record, None)
+
     async def _enqueue(self, record: Payload, admitted: Admitted) -> Payload:
-        try:
-            secrets = admitted.spec.secret_env or {}
-            self._celery.submit(record, {k: v.get_secret_value() for k, v in secrets.items()})
-        except ServiceUnavailable:
-            # Stored but not queued: it would wait forever. It ends now, and the client is told.
-            with contextlib.suppress(StaleRecord, PayloadNotFound):
-                await self._records.move(
-                    record,
-                    Status.ERROR,
-                    status=start_error(record.cmd, "the broker did not take it"),
-                    finished_at=utcnow(),
-                )
-            raise
         self._counts_cache[Status.PENDING] += 1
         return record
 

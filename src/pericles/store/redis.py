@@ -219,17 +219,15 @@ class RedisStore(Store):
 
     # -- records --------------------------------------------------------------------------
 
-    async def add(self, record: Payload) -> None:
-        added = await self._add(
-            keys=[record_key(record.id), _SEQ, _ALL, _state_key(record.state)],
-            args=[
-                record.id,
-                record.state.value,
-                record.status,
-                _RECORDS.dump_json(record),
-                CHANGES,
-            ],
-        )
+    async def add(self, record: Payload, queued: tuple[str, str] | None = None) -> None:
+        """`Store.add`; with `queued` (a broker list and a message), the message is pushed
+        on that list in the same step (see `CeleryRunner.message`)."""
+        keys = [record_key(record.id), _SEQ, _ALL, _state_key(record.state)]
+        args = [record.id, record.state.value, record.status, _RECORDS.dump_json(record), CHANGES]
+        if queued is not None:
+            keys.append(queued[0])
+            args.append(queued[1])
+        added = await self._add(keys=keys, args=args)
         if not added:
             raise ValueError(f"payload {record.id} already stored")
 

@@ -37,14 +37,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-#: KEYS: record, seq counter, all-records index, state index of pending. ARGV: id, state,
-#: wire status, record JSON. Returns 1, or 0 when the id is taken.
+#: KEYS: record, seq counter, all-records index, state index of pending, and optionally
+#: the broker's list of the payload's queue. ARGV: id, state, wire status, record JSON,
+#: changes channel, and the Celery message to push on that list. Returns 1, or 0 when the
+#: id is taken. Record and message in one step: none is stored but not queued.
 ADD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'rec', ARGV[4], 'seq', seq)
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('ZADD', KEYS[4], seq, ARGV[1])
+if KEYS[5] then redis.call('LPUSH', KEYS[5], ARGV[6]) end
 redis.call('PUBLISH', ARGV[5], 's' .. ARGV[1] .. '\\n' .. ARGV[4])
 return 1
 """
