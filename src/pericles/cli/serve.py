@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
 import uvicorn
 
@@ -101,23 +102,26 @@ class _Server(uvicorn.Server):
     """uvicorn on a socket bound beforehand, still saying where it runs once it does.
 
     uvicorn logs "Uvicorn running on ..." only for sockets it binds itself; people and
-    tests read the port (for --port 0) from that line. When told to stop, it ends the
-    service's event streams first: uvicorn waits for open connections to close (up to
-    `--shutdown-grace`), and an event stream never closes by itself.
+    tests read the port (for --port 0) from that line. When told to stop, it tells the
+    service first (`stopping`): long waits answer and event streams end, for uvicorn waits
+    for open connections to close (up to `--shutdown-grace`) and a stream never closes
+    by itself.
     """
 
-    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+    def __init__(self, config: uvicorn.Config, stopping: Callable[[], None]) -> None:
         super().__init__(config)
-        self._server = server
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._server.service.end_streams()
-        await super().shutdown(sockets)
+        self._stopping = stopping
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and sockets:
             self._log_started_message(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Long waits answer first, so the requests in flight end within the graceful
+        # period instead of being cancelled at its end (a 500 and a traceback).
+        self._stopping()
+        await super().shutdown(sockets)
 
 
 def serve(
@@ -175,7 +179,15 @@ def serve(
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
     runner = asyncio.Runner(loop_factory=config.get_loop_factory())
     try:
-        runner.run(_run(server, _Server(config, server), sock, open_files, max_connections))
+        runner.run(
+            _run(
+                server,
+                _Server(config, server.service.stop_waiting),
+                sock,
+                open_files,
+                max_connections,
+            )
+        )
     except StoreUnavailable as exc:
         raise _store_failed(settings, exc) from None
     finally:

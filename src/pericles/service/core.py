@@ -89,6 +89,8 @@ class Service:
             store, Retention(settings.keep_finished, settings.keep_for), metrics, shared
         )
         self._accepting = True
+        #: Set once the server begins to stop: waits answer at once (see `stop_waiting`).
+        self.stopping = False
         self._queue: PendingQueue[Waiting] = PendingQueue()
         # Payloads whose action's lock others hold wait here, not in the queue.
         self._locks: Locks[Waiting] = Locks()
@@ -437,16 +439,26 @@ class Service:
 
     # -- output and following -------------------------------------------------------------
 
-    def end_streams(self) -> None:
-        """End every event stream (a payload's and the status feed) at its next step: called
-        when the server is told to stop, so open streams do not hold its exit. Clients resume
-        elsewhere (another replica, or this one restarted) from their last event id."""
-        self._records.changes.close()
-        self._records.feed.close()
-
     async def wait(self, payload_id: str, timeout: float) -> Payload:
-        """The record once terminal, or as it is after `timeout` seconds."""
-        return await wait_for_end(self.get, self._records.changes, payload_id, timeout)
+        """The record once terminal, or as it is after `timeout` seconds, or as it is when
+        the server begins to stop."""
+        return await wait_for_end(
+            self.get, self._records.changes, payload_id, timeout, lambda: self.stopping
+        )
+
+    def stop_waiting(self) -> None:
+        """The server begins to stop: every wait answers now, with the record as it is.
+
+        Called as the HTTP server stops taking connections, before it lets the requests in
+        flight finish. A long wait (`?wait=`, MCP's `run` and `wait`) would otherwise hold
+        that drain until its bound ran out and the request was cancelled mid-answer.
+        Event streams (a payload's and the status feed) end too, for the same reason: an
+        open stream never ends by itself. Their clients resume elsewhere (another replica,
+        or this one restarted) from their last event id.
+        """
+        self.stopping = True
+        self._records.changes.close()  # wakes every waiter, as notify_all
+        self._records.feed.close()
 
     async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
         return await self.store.read_output(payload_id, stream, offset)
