@@ -52,7 +52,10 @@ log = logging.getLogger("pericles.worker")
 
 #: Seconds between two passes of the host janitor.
 JANITOR_INTERVAL = 2.0
-_LIVE_STATES = ("working", "paused")
+#: States in which a payload this worker runs goes on: "pending" is one it has claimed and
+#: not yet moved to working (between the claim and the spawn): stopping it then ended a
+#: payload about to start as cancelled.
+_LIVE_STATES = ("working", "paused", "pending")
 
 
 class WorkerRunner(LocalRunner):
