@@ -34,6 +34,8 @@ from tests.helpers import (
 )
 
 STORES = (CLUSTER,)
+# Each test here starts its own replicas and workers (seconds each on shared cores): all but
+# the quick start-up checks are marked slow, so `make test-fast` runs only those.
 #: The liveness TTL the test workers run with (tests.cluster.start_worker).
 TTL = 2.0
 
@@ -61,6 +63,7 @@ def _events(client: httpx.Client, url: str, last_id: str | None = None) -> Itera
         yield from sse_events(response.iter_lines())
 
 
+@pytest.mark.slow
 def test_queues_route_payloads_to_their_workers_and_sse_resumes_on_another_replica(
     cluster: tuple[RedisServer, Worker], tmp_path: Path
 ) -> None:
@@ -100,6 +103,7 @@ def test_queues_route_payloads_to_their_workers_and_sse_resumes_on_another_repli
         host_b.stop()
 
 
+@pytest.mark.slow
 def test_cancel_and_live_output_cross_replicas_and_hosts(
     cluster: tuple[RedisServer, Worker],
 ) -> None:
@@ -129,6 +133,7 @@ def test_cancel_and_live_output_cross_replicas_and_hosts(
         host_b.stop()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_payload_leaves_it_lost_then_the_janitor_kills_its_group(
     redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -159,6 +164,7 @@ def test_a_worker_killed_mid_payload_leaves_it_lost_then_the_janitor_kills_its_g
         worker.stop()
 
 
+@pytest.mark.slow
 def test_redis_restarted_loses_nothing_acknowledged(redis: RedisServer) -> None:
     worker = start_worker(redis.url(), hostname="host-r")
     api = replica(redis)
@@ -194,6 +200,7 @@ def test_redis_restarted_loses_nothing_acknowledged(redis: RedisServer) -> None:
         worker.stop()
 
 
+@pytest.mark.slow
 def test_an_api_replica_killed_leaves_the_other_serving_everything(
     cluster: tuple[RedisServer, Worker], tmp_path: Path
 ) -> None:
@@ -241,6 +248,7 @@ def test_a_redis_store_works_with_the_local_runner(redis: RedisServer) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_replica_told_to_stop_ends_its_event_streams_and_exits_promptly(
     cluster: tuple[RedisServer, Worker],
 ) -> None:
@@ -289,6 +297,7 @@ def test_a_replica_told_to_stop_ends_its_event_streams_and_exits_promptly(
         other.stop()
 
 
+@pytest.mark.slow
 def test_a_worker_judges_each_payload_again_by_its_own_policy(
     redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -366,6 +375,7 @@ def _redis_holds(redis: RedisServer, text: bytes) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_secret_env_crosses_the_broker_sealed_and_never_rests_in_redis(
     redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -413,6 +423,7 @@ def test_secret_env_crosses_the_broker_sealed_and_never_rests_in_redis(
     assert SECRET not in api.log() + worker.log() + keyless.log()
 
 
+@pytest.mark.slow
 def test_retention_holds_across_replicas(cluster: tuple[RedisServer, Worker]) -> None:
     """--keep-finished on two replicas: the oldest ended payloads are forgotten (by one of
     them), a running one never; both lists agree."""
@@ -443,6 +454,7 @@ def test_retention_holds_across_replicas(cluster: tuple[RedisServer, Worker]) ->
         two.stop()
 
 
+@pytest.mark.slow
 def test_callbacks_of_worker_payloads_are_sent_once_and_logged_on_every_replica(
     cluster: tuple[RedisServer, Worker],
 ) -> None:
