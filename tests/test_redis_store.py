@@ -16,7 +16,8 @@ from pericles.errors import PayloadNotFound, StaleRecord
 from pericles.model import ListQuery, Payload, PayloadSpec, Piece, Status, new_id, utcnow
 from pericles.store.base import Store
 from pericles.store.memory import MemoryStore
-from pericles.store.redis import RedisStore, output_key
+from pericles.store.redis import RedisStore
+from pericles.store.redis_keys import output_key
 from tests.cluster import RedisServer
 
 STORES = ("memory",)

@@ -46,7 +46,8 @@ from pericles.runner.celery import TASK, Sealer, control_channel, make_app
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
-from pericles.store.redis import RedisStore, host_key
+from pericles.store.redis import RedisStore
+from pericles.store.redis_keys import host_key
 
 log = logging.getLogger("pericles.worker")
 

@@ -9,6 +9,9 @@ Layout (per-payload keys share the hash tag `{id}`, so a payload's keys stay in 
   and `d` (the bytes). Entries wholly inside the dropped middle are deleted as the tail moves.
 - `pericles:all`, `pericles:state:<state>`: sorted sets of ids by `seq`, for lists.
 - `pericles:deadlines`: the liveness deadline (ms, Redis clock) of each working payload.
+- `pericles:ended`: when each ended payload ended (µs, Redis clock), for retention (`EVICT`).
+- `pericles:{id}:deliveries`, `pericles:deliveries:unfinished`: callback deliveries
+  (`store/redis_deliveries.py`). Key names live in `store/redis_keys.py`.
 
 Every status change runs the `MOVE` script (compare and set on the state before, checked
 against the model's transition table). Output bytes are kept by the same head-and-tail rule
@@ -36,23 +39,31 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pericles.errors import PayloadNotFound, StaleRecord, StoreUnavailable
-from pericles.model import STREAMS, Delivery, ListQuery, Page, Payload, Piece, Status
+from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
 from pericles.store import redis_lua
 from pericles.store.base import Store
 from pericles.store.output import OutputLog
+from pericles.store.redis_deliveries import RedisDeliveries
+from pericles.store.redis_keys import (
+    ALL,
+    CHANGES,
+    DEADLINES,
+    ENDED,
+    META,
+    PREFIX,
+    SEQ,
+    STATE_KEYS,
+    cancel_key,
+    deliveries_key,
+    output_key,
+    record_key,
+    state_key,
+)
 from pericles.store.snapshot import ChunkRow, restore
 
 log = logging.getLogger("pericles.store")
 
 _RECORDS = TypeAdapter(Payload)
-PREFIX = "pericles:"
-CHANGES = PREFIX + "changes"
-_ALL = PREFIX + "all"
-_SEQ = PREFIX + "seq"
-_META = PREFIX + "meta"
-DEADLINES = PREFIX + "deadlines"
-#: When each ended payload ended (µs, Redis clock): retention's order (`evict_ended`).
-ENDED = PREFIX + "ended"
 _BATCH = 256
 #: Seconds a stop request is kept for a worker that missed the message.
 _STOP_TTL = 24 * 3600
@@ -64,29 +75,6 @@ def _cancelling() -> bool:
     would then never end (a shutdown waiting on it, neither)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def record_key(payload_id: str) -> str:
-    return f"{PREFIX}{{{payload_id}}}"
-
-
-def output_key(payload_id: str, stream: str) -> str:
-    return f"{PREFIX}{{{payload_id}}}:out:{stream}"
-
-
-def cancel_key(payload_id: str) -> str:
-    return f"{PREFIX}{{{payload_id}}}:cancel"
-
-
-def host_key(host: str) -> str:
-    return f"{PREFIX}host:{host}"
-
-
-def _state_key(state: Status) -> str:
-    return f"{PREFIX}state:{state.value}"
-
-
-_STATE_KEYS = [_state_key(s) for s in redis_lua.STATES]
 
 
 @dataclasses.dataclass
@@ -157,16 +145,7 @@ def _change(data: bytes) -> Change:
     return text[0], payload_id, record, Status(before) if before else None
 
 
-def deliveries_key(payload_id: str) -> str:
-    return f"{PREFIX}{{{payload_id}}}:deliveries"
-
-
-#: "<payload id> <delivery id>" of every delivery not done yet, across payloads.
-_UNFINISHED = PREFIX + "deliveries:unfinished"
-_DELIVERIES = TypeAdapter(Delivery)
-
-
-class RedisStore(Store):
+class RedisStore(RedisDeliveries, Store):
     """A shared store: unlike the other backends, it keeps no record index in memory (other
     processes change records at any time); every public method reads and writes Redis. The
     output's head-and-tail accounting is the shared `OutputLog`'s."""
@@ -222,7 +201,7 @@ class RedisStore(Store):
     async def add(self, record: Payload, queued: tuple[str, str] | None = None) -> None:
         """`Store.add`; with `queued` (a broker list and a message), the message is pushed
         on that list in the same step (see `CeleryRunner.message`)."""
-        keys = [record_key(record.id), _SEQ, _ALL, _state_key(record.state)]
+        keys = [record_key(record.id), SEQ, ALL, state_key(record.state)]
         args = [record.id, record.state.value, record.status, _RECORDS.dump_json(record), CHANGES]
         if queued is not None:
             keys.append(queued[0])
@@ -241,7 +220,7 @@ class RedisStore(Store):
 
     async def _put(self, record: Payload, before: Status | None, if_expired: bool) -> bool:
         result = await self._move(
-            keys=[record_key(record.id), DEADLINES, *_STATE_KEYS, ENDED],
+            keys=[record_key(record.id), DEADLINES, *STATE_KEYS, ENDED],
             args=[
                 record.id,
                 before.value if before is not None else "",
@@ -292,9 +271,9 @@ class RedisStore(Store):
         return (await self.query(ListQuery())).records
 
     async def query(self, query: ListQuery) -> Page:
-        index = _ALL
+        index = ALL
         if len(query.statuses) == 1:
-            index = _state_key(next(iter(query.statuses)))
+            index = state_key(next(iter(query.statuses)))
         bound = "-inf" if not query.descending else "+inf"
         if query.after is not None:
             seq = await self._redis.hget(record_key(query.after), "seq")
@@ -345,7 +324,7 @@ class RedisStore(Store):
                 cancel_key(payload_id),
                 deliveries_key(payload_id),
             )
-            for index in (_ALL, DEADLINES, ENDED, *_STATE_KEYS):
+            for index in (ALL, DEADLINES, ENDED, *STATE_KEYS):
                 pipe.zrem(index, payload_id)
             pipe.publish(CHANGES, "s" + payload_id)
             removed = await pipe.execute()
@@ -353,11 +332,11 @@ class RedisStore(Store):
             raise PayloadNotFound(payload_id)
 
     async def get_meta(self, key: str) -> str | None:
-        value = await self._redis.hget(_META, key)
+        value = await self._redis.hget(META, key)
         return value.decode() if value is not None else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self._redis.hset(_META, key, value)
+        await self._redis.hset(META, key, value)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -475,54 +454,6 @@ class RedisStore(Store):
     async def host_payloads(self, key: str) -> builtins.list[str]:
         return [member.decode() for member in await self._redis.smembers(key)]
 
-    # -- callback deliveries: kept beside their record, gone with it ------------------------
-
-    async def put_delivery(self, delivery: Delivery) -> None:
-        payload_id = delivery.payload_id
-        member = f"{payload_id} {delivery.id}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.exists(record_key(payload_id))
-            pipe.hset(deliveries_key(payload_id), delivery.id, _DELIVERIES.dump_json(delivery))
-            if delivery.done:
-                pipe.srem(_UNFINISHED, member)
-            else:
-                pipe.sadd(_UNFINISHED, member)
-            exists = (await pipe.execute())[0]
-        if not exists:  # deleted meanwhile: what was just written goes too
-            await self._redis.delete(deliveries_key(payload_id))
-            await self._redis.srem(_UNFINISHED, member)
-            raise PayloadNotFound(payload_id)
-
-    async def deliveries(self, payload_id: str) -> builtins.list[Delivery]:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.exists(record_key(payload_id))
-            pipe.hvals(deliveries_key(payload_id))
-            exists, values = await pipe.execute()
-        if not exists:
-            raise PayloadNotFound(payload_id)
-        kept = [_DELIVERIES.validate_json(value) for value in values]
-        return sorted(kept, key=lambda d: (d.created_at, d.id))
-
-    async def unfinished_deliveries(self) -> builtins.list[Delivery]:
-        found = []
-        for member in await self._redis.smembers(_UNFINISHED):
-            payload_id, _, delivery_id = member.decode().partition(" ")
-            value = await self._redis.hget(deliveries_key(payload_id), delivery_id)
-            if value is None:  # its payload was forgotten
-                await self._redis.srem(_UNFINISHED, member)
-                continue
-            delivery = _DELIVERIES.validate_json(value)
-            if not delivery.done:
-                found.append(delivery)
-        return found
-
-    async def claim_event(self, payload_id: str, event: str) -> bool:
-        """Whether this caller is the one to send `event`'s callbacks for the payload: the
-        first to ask, of every API replica that heard the change. Kept in the record's hash,
-        so it goes with the record."""
-        claimed = await self._claim_event(keys=[record_key(payload_id)], args=[f"cb:{event}"])
-        return bool(claimed)
-
     async def evict_ended(self, keep: int, keep_for: float | None) -> int:
         """Forget ended payloads past `keep` of them or older than `keep_for` seconds, oldest
         first, as `delete` does; how many. Safe to run from several processes at once."""
@@ -530,7 +461,7 @@ class RedisStore(Store):
         while True:
             count = int(
                 await self._evict(
-                    keys=[ENDED, _ALL, DEADLINES, *_STATE_KEYS],
+                    keys=[ENDED, ALL, DEADLINES, *STATE_KEYS],
                     args=[keep, "" if keep_for is None else keep_for, CHANGES, PREFIX, _BATCH],
                 )
             )
@@ -539,7 +470,7 @@ class RedisStore(Store):
                 return evicted
 
     async def count(self, state: Status) -> int:
-        return int(await self._redis.zcard(_state_key(state)))
+        return int(await self._redis.zcard(state_key(state)))
 
     async def changes(self) -> AsyncIterator[Change]:
         """Every change from now on, from any process: ("s", id, record as written, or None
