@@ -51,12 +51,15 @@ def worker(
     policy: Annotated[
         str | None,
         typer.Option(
+            metavar="FILE",
             help=_help("policy") + "; the same file as the API's: each payload is judged again "
             "here before it starts, and one this policy refuses ends as a start error",
         ),
     ] = None,
-    allow: Annotated[list[str] | None, typer.Option(help=_help("allow"))] = None,
-    secrets_key_file: Annotated[Path | None, typer.Option(help=_help("secrets_key_file"))] = None,
+    allow: Annotated[list[str] | None, typer.Option(metavar="CMD", help=_help("allow"))] = None,
+    secrets_key_file: Annotated[
+        Path | None, typer.Option(metavar="FILE", help=_help("secrets_key_file"))
+    ] = None,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug")] = "info",
 ) -> None:
     """Run payloads queued by `handler-serve --runner celery`, with the same process code."""
