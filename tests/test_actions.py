@@ -51,29 +51,31 @@ print(json.dumps({{"argv": sys.argv[1:], "secret": os.environ.get("DB_PASSWORD")
 """
 
 # Holds a lock directory while it runs (a second copy running at the same time fails), until
-# the test creates the file `go-<its pid>` beside it.
+# the test writes into the FIFO `go-<its pid>` it makes beside it. The alarm is a bound, so a
+# run whose server was killed cannot wait forever.
 LOCKED_SCRIPT = f"""#!{PYTHON}
-import os, sys, time
+import os, signal, sys
 try:
     os.mkdir(sys.argv[1])
 except FileExistsError:
     sys.exit(3)
 go = os.path.join(os.path.dirname(sys.argv[1]), f"go-{{os.getpid()}}")
-# A bound, so a run whose server died without killing it cannot poll forever.
-deadline = time.monotonic() + 300
-while not os.path.exists(go) and time.monotonic() < deadline:
-    time.sleep(0.002)
+os.mkfifo(go)
+signal.alarm(300)
+with open(go) as gate:
+    gate.readline()
 os.rmdir(sys.argv[1])
 """
 
 
-# Runs until the test creates the file `go-<its pid>` beside it.
+# Runs until the test writes into the FIFO `go-<its pid>` it makes beside it.
 GATED_SCRIPT = f"""#!{PYTHON}
-import os, time
+import os, signal
 go = os.path.join(os.path.dirname(__file__), f"go-{{os.getpid()}}")
-deadline = time.monotonic() + 300
-while not os.path.exists(go) and time.monotonic() < deadline:
-    time.sleep(0.002)
+os.mkfifo(go)
+signal.alarm(300)
+with open(go) as gate:
+    gate.readline()
 """
 
 
@@ -514,7 +516,7 @@ def test_a_lock_holds_under_20_concurrent_runs(srv: Server, area: Path) -> None:
             )
             assert len(working) == 1
             assert len(waiting(states())) == left - 1
-            (area / f"go-{working[0]['pid']}").touch()
+            release(area / f"go-{working[0]['pid']}")
             wait_for_status(client, working[0]["id"])
         ended = states()
     assert [r["exit_code"] for r in ended] == [0] * 20  # 3 would be an overlap
@@ -665,9 +667,9 @@ def test_runs_waiting_for_a_lock_keep_it_across_a_restart(tmp_path: Path, area: 
             third = client.get(f"/payloads/{ids[2]}").json()
             assert third["status"] == "pending"
             assert "waiting for lock 'gate'" in third["pending_reason"]
-            (area / f"go-{second['pid']}").touch()
+            release(area / f"go-{second['pid']}")
             third = wait_for_status(client, ids[2], "working")
-            (area / f"go-{third['pid']}").touch()
+            release(area / f"go-{third['pid']}")
             ended = [wait_for_status(client, i) for i in ids[1:]]
             assert [r["exit_code"] for r in ended] == [0, 0]
             assert ended[0]["finished_at"] <= ended[1]["started_at"]

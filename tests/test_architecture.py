@@ -85,8 +85,10 @@ ALLOWED: dict[str, frozenset[str]] = {
             "ui",
             "mcp",
         ),
-        # A second adapter over the service beside the REST routes, reusing api's auth.
-        "mcp": ("model", "errors", "settings", "service", "tokens", "api"),
+        # A second adapter over the service beside the REST routes, reusing api's auth:
+        # tools (payload tools), calls (what they share), gate (scopes), actions (one tool
+        # per named action, rendered by the actions layer as the REST route has it done).
+        "mcp": ("model", "errors", "settings", "service", "tokens", "api", "actions"),
         # The stdio bridge speaks HTTP only, with the client's URL and token defaults.
         "mcp.bridge": ("model", "client"),
         # Speaks HTTP only.

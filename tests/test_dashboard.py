@@ -281,7 +281,9 @@ CUT_AND_RESUME = """async (id) => {
       resumedFrom = init.headers["Last-Event-ID"] ?? null;
       return response;
     }
-    // Hands the body on 16 bytes at a time, and fails 10 bytes past the first event's end.
+    // Hands the body on 16 bytes at a time, and fails 10 bytes past the first event's end,
+    // once the reader has handled that event: an error discards chunks still queued in the
+    // pipe, so failing any earlier could take the first event with it.
     const reader = response.body.getReader();
     let pending = new Uint8Array(0);
     let seen = "";
@@ -289,7 +291,7 @@ CUT_AND_RESUME = """async (id) => {
     const body = new ReadableStream({
       async pull(controller) {
         const end = seen.indexOf("\\n\\n");
-        if (end >= 0 && seen.length >= end + 12) {
+        if (end >= 0 && seen.length >= end + 12 && events[1] >= 1) {
           controller.error(new TypeError("network error"));
           return;
         }

@@ -126,6 +126,23 @@ def test_a_payload_runs_reports_output_and_ends() -> None:
     serve(body)
 
 
+def test_waits_answer_at_once_when_the_server_begins_to_stop() -> None:
+    async def body(service: Service, runner: FakeRunner) -> None:
+        record = await service.create(make_spec(cmd="/fake/true"))
+        await state_of(service, record.id, Status.WORKING)
+        waiting = asyncio.create_task(service.wait(record.id, 60))
+        for _ in range(10):  # let it reach its wait: it has nothing to wake it
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        service.stop_waiting()
+        answered = await asyncio.wait_for(waiting, 5)
+        assert answered.state is Status.WORKING
+        late = await asyncio.wait_for(service.wait(record.id, 60), 5)
+        assert late.state is Status.WORKING
+
+    serve(body)
+
+
 def test_rule_caps_then_server_caps_then_defaults() -> None:
     rules = (Rule("short", "/fake/true", max_timeout=60), Rule("any", "/fake/echo"))
 

@@ -123,8 +123,14 @@ class Action:
         values = checked.model_dump(by_alias=True)
         return {a.name: values[a.name] for a in self.arguments}
 
-    def invoke(self, args: Any) -> tuple[PayloadSpec, Invocation]:
-        """The payload spec this call renders, and what its record and run must know."""
+    def invoke(
+        self, args: Any, labels: Mapping[str, str] | None = None
+    ) -> tuple[PayloadSpec, Invocation]:
+        """The payload spec this call renders, and what its record and run must know.
+
+        `labels` are the caller's own (the MCP endpoint's `client: mcp`), laid over the
+        action's; they are checked with the rest of the spec.
+        """
         values = self.validate(args)
         texts = {a.name: a.render(values[a.name]) for a in self.arguments if not a.secret}
         secret_env = {
@@ -138,6 +144,7 @@ class Action:
                 "params": template.render(self.params, texts),
                 **self.fixed,
                 **({"secret_env": secret_env} if secret_env else {}),
+                **({"labels": {**self.fixed.get("labels", {}), **labels}} if labels else {}),
             }
         )
         shown = {a.name: values[a.name] for a in self.arguments if not a.secret}

@@ -18,12 +18,14 @@ import typer
 
 if TYPE_CHECKING:
     from pericles.client import Client
+    from pericles.model import Payload
 
 # rich, the client (httpx) and the model are imported by the commands that use them:
 # `pericles --help` needs none of them.
 
 ClientOf = Callable[[typer.Context, str | None, str | None], "Client"]
-AttachOrCancel = Callable[["Client", str], int]
+#: Creates a payload with the function given, follows it to its end: the exit code.
+CreateAndAttach = Callable[["Client", Callable[[], "Payload"]], int]
 
 DO_HELP = """Run the named action NAME with its arguments as options; print the payload's id.
 
@@ -111,7 +113,7 @@ def _command(info: dict[str, Any], run: Callable[..., None]) -> click.Command:
     return click.Command(info["name"], params=params, callback=run, help=help_text)
 
 
-def register(app: typer.Typer, client_of: ClientOf, attach_or_cancel: AttachOrCancel) -> None:
+def register(app: typer.Typer, client_of: ClientOf, create_and_attach: CreateAndAttach) -> None:
     """Add `actions` and `do` to the `pericles` command."""
 
     @app.command("actions")
@@ -168,13 +170,13 @@ def register(app: typer.Typer, client_of: ClientOf, attach_or_cancel: AttachOrCa
             from pericles.cli import render
 
             args = {key: value for key, value in given.items() if value is not None}
+            if wait:
+                raise typer.Exit(create_and_attach(client, lambda: client.run_action(name, args)))
             record = client.run_action(name, args)
-            if json and not wait:
+            if json:
                 render.print_json(render.record_json(record))
-            elif not wait:
-                print(record.id)
             else:
-                raise typer.Exit(attach_or_cancel(client, record.id))
+                print(record.id)
 
         command = _command(info, run)
         command.main(list(ctx.args), prog_name=f"pericles do {name}", standalone_mode=True)

@@ -71,7 +71,7 @@ def serve(ctx: typer.Context) -> None:
 app.command()(worker)
 
 payloads.register(app)
-actions.register(app, client_of, payloads.attach_or_cancel)
+actions.register(app, client_of, payloads.create_and_attach)
 
 
 @app.command("mcp-stdio", cls=Command)

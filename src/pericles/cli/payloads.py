@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,6 +33,7 @@ from pericles.client import AlreadyTerminal, ClientError, StillActive
 
 if TYPE_CHECKING:
     from pericles.client import Client, StreamName
+    from pericles.model import Payload
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
@@ -112,11 +115,12 @@ def run(
     if cwd is not None:
         fields["cwd"] = cwd
     client = client_of(ctx, server, token)
-    record = client.create(command[0], command[1:], **fields)
     if not wait:
-        print(record.id)
+        print(client.create(command[0], command[1:], **fields).id)
         return
-    raise typer.Exit(attach_or_cancel(client, record.id))
+    raise typer.Exit(
+        create_and_attach(client, lambda: client.create(command[0], command[1:], **fields))
+    )
 
 
 def _resolved(
@@ -135,10 +139,29 @@ def _exit_as(record: Any) -> int:
     return exitcodes.for_record(record)
 
 
-def attach_or_cancel(client: Client, payload_id: str) -> int:
-    from pericles.cli.attach import attach
+def create_and_attach(client: Client, create: Callable[[], Payload]) -> int:
+    """Create a payload with `create`, then follow it to its end; Ctrl-C cancels it.
 
+    A Ctrl-C while it is being created is kept for after: the server may have made it
+    already, and only its id lets us cancel it. A second Ctrl-C gives up at once.
+    """
+    interrupted: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
     try:
+        payload_id = create().id
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        if interrupted:
+            raise KeyboardInterrupt
+        from pericles.cli.attach import attach  # in the try: a Ctrl-C here cancels too
+
         return _exit_as(attach(client, payload_id))
     except KeyboardInterrupt:
         _cancel_quietly(client, payload_id)

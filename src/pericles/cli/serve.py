@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
 import uvicorn
 
@@ -104,10 +105,20 @@ class _Server(uvicorn.Server):
     tests read the port (for --port 0) from that line.
     """
 
+    def __init__(self, config: uvicorn.Config, stopping: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and sockets:
             self._log_started_message(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Long waits answer first, so the requests in flight end within the graceful
+        # period instead of being cancelled at its end (a 500 and a traceback).
+        self._stopping()
+        await super().shutdown(sockets)
 
 
 def serve(
@@ -165,7 +176,15 @@ def serve(
         signal.signal(sig, lambda signum, frame: stop_signals.append(signum))
     runner = asyncio.Runner(loop_factory=config.get_loop_factory())
     try:
-        runner.run(_run(server, _Server(config), sock, open_files, max_connections))
+        runner.run(
+            _run(
+                server,
+                _Server(config, server.service.stop_waiting),
+                sock,
+                open_files,
+                max_connections,
+            )
+        )
     except StoreUnavailable as exc:
         raise _store_failed(settings, exc) from None
     finally:

@@ -89,6 +89,8 @@ class Service:
             store, Retention(settings.keep_finished, settings.keep_for), metrics, shared
         )
         self._accepting = True
+        #: Set once the server begins to stop: waits answer at once (see `stop_waiting`).
+        self.stopping = False
         self._queue: PendingQueue[Waiting] = PendingQueue()
         # Payloads whose action's lock others hold wait here, not in the queue.
         self._locks: Locks[Waiting] = Locks()
@@ -420,8 +422,21 @@ class Service:
     # -- output and following -------------------------------------------------------------
 
     async def wait(self, payload_id: str, timeout: float) -> Payload:
-        """The record once terminal, or as it is after `timeout` seconds."""
-        return await wait_for_end(self.get, self._records.changes, payload_id, timeout)
+        """The record once terminal, or as it is after `timeout` seconds, or as it is when
+        the server begins to stop."""
+        return await wait_for_end(
+            self.get, self._records.changes, payload_id, timeout, lambda: self.stopping
+        )
+
+    def stop_waiting(self) -> None:
+        """The server begins to stop: every wait answers now, with the record as it is.
+
+        Called as the HTTP server stops taking connections, before it lets the requests in
+        flight finish. A long wait (`?wait=`, MCP's `run` and `wait`) would otherwise hold
+        that drain until its bound ran out and the request was cancelled mid-answer.
+        """
+        self.stopping = True
+        self._records.changes.notify_all()
 
     async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
         return await self.store.read_output(payload_id, stream, offset)

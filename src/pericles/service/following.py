@@ -18,15 +18,19 @@ GetRecord = Callable[[str], Awaitable[Payload]]
 
 
 async def wait_for_end(
-    get: GetRecord, changes: Changes, payload_id: str, timeout: float
+    get: GetRecord,
+    changes: Changes,
+    payload_id: str,
+    timeout: float,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Payload:
-    """The record once terminal, or as it is after `timeout` seconds."""
+    """The record once terminal, or as it is after `timeout` seconds or once `stopping()`."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         version = changes.version(payload_id)
         record = await get(payload_id)
         remaining = deadline - asyncio.get_running_loop().time()
-        if record.terminal or remaining <= 0:
+        if record.terminal or remaining <= 0 or stopping():
             return record
         await changes.wait(payload_id, version, remaining)
 
