@@ -503,3 +503,11 @@ def test_callbacks_of_worker_payloads_are_sent_once_and_logged_on_every_replica(
         finally:
             one.stop()
             two.stop()
+
+
+def test_the_worker_flags_shared_with_handler_serve_say_the_same() -> None:
+    from pericles.cli.worker import SHARED_HELP
+    from pericles.settings import Settings
+
+    for field, text in SHARED_HELP.items():
+        assert Settings.model_fields[field].description == text, field

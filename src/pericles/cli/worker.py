@@ -13,9 +13,20 @@ import typer
 _MiB = 1024 * 1024
 
 
-def _help(field: str) -> str:
-    """handler-serve's help for the same setting: one definition, the same meaning."""
-    return Settings.model_fields[field].description or ""
+#: handler-serve's help for the same settings (`Settings` field descriptions), written out
+#: so `--help` need not import Settings; tests/test_cluster.py checks they still agree.
+SHARED_HELP = {
+    "policy": "TOML file of command rules (see README); none: any",
+    "allow": (
+        "Repeatable: a command that may run (path, bare name or wildcard pattern, matched on "
+        "the resolved file); with --policy, adds to its rules"
+    ),
+    "secrets_key_file": (
+        "File holding a key (32 characters or more), the same on every API replica and "
+        "worker: with --runner celery, secret_env values cross the broker encrypted with "
+        "it, in the payload's message only; without it they are refused"
+    ),
+}
 
 
 def worker(
@@ -53,13 +64,16 @@ def worker(
         str | None,
         typer.Option(
             metavar="FILE",
-            help=_help("policy") + "; the same file as the API's: each payload is judged again "
+            help=SHARED_HELP["policy"]
+            + "; the same file as the API's: each payload is judged again "
             "here before it starts, and one this policy refuses ends as a start error",
         ),
     ] = None,
-    allow: Annotated[list[str] | None, typer.Option(metavar="CMD", help=_help("allow"))] = None,
+    allow: Annotated[
+        list[str] | None, typer.Option(metavar="CMD", help=SHARED_HELP["allow"])
+    ] = None,
     secrets_key_file: Annotated[
-        Path | None, typer.Option(metavar="FILE", help=_help("secrets_key_file"))
+        Path | None, typer.Option(metavar="FILE", help=SHARED_HELP["secrets_key_file"])
     ] = None,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug")] = "info",
 ) -> None:
