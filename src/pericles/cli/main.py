@@ -19,6 +19,7 @@ from pericles.cli import actions, exitcodes, payloads
 from pericles.cli.options import (
     Command,
     Connection,
+    Group,
     ServerOpt,
     TokenOpt,
     client_of,
@@ -30,6 +31,7 @@ from pericles.errors import FieldError
 
 app = typer.Typer(
     name="pericles",
+    cls=Group,
     help="Run processes on a Pericles server and watch them, as if they ran here.",
     no_args_is_help=True,
     add_completion=False,

@@ -2,7 +2,13 @@
 
 This package imports nothing else of ours. Its modules hold one part each (`status`,
 `spec`, `record`, `delivery`); every layer imports the names from here.
+
+`spec` (the pydantic models) is imported on first use of one of its names: the client and
+`pericles run` read records, which need no pydantic, and pay ~0.1 s less to start.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pericles.model.delivery import (
     Attempt,
@@ -25,27 +31,6 @@ from pericles.model.record import (
     record_fields,
     utcnow,
 )
-from pericles.model.spec import (
-    CALLBACK_EVENTS,
-    CALLBACK_URL_PATTERN,
-    DEFAULT_CALLBACK_EVENTS,
-    DEFAULT_QUEUE,
-    NAMES,
-    STDIN_PIPE,
-    WHOLE,
-    Amount,
-    Callback,
-    CallbackEvent,
-    CallbackUrl,
-    EnvName,
-    LabelName,
-    Limits,
-    PayloadSpec,
-    QueueName,
-    SafeStr,
-    Seconds,
-    SecretValue,
-)
 from pericles.model.status import (
     ALLOWED_SIGNALS,
     ERROR_PREFIX,
@@ -58,6 +43,62 @@ from pericles.model.status import (
     start_error,
     status_of,
 )
+
+if TYPE_CHECKING:
+    from pericles.model.spec import (
+        CALLBACK_EVENTS,
+        CALLBACK_URL_PATTERN,
+        DEFAULT_CALLBACK_EVENTS,
+        DEFAULT_QUEUE,
+        NAMES,
+        STDIN_PIPE,
+        WHOLE,
+        Amount,
+        Callback,
+        CallbackEvent,
+        CallbackUrl,
+        EnvName,
+        LabelName,
+        Limits,
+        PayloadSpec,
+        QueueName,
+        SafeStr,
+        Seconds,
+        SecretValue,
+    )
+
+_SPEC_NAMES = frozenset(
+    {
+        "CALLBACK_EVENTS",
+        "CALLBACK_URL_PATTERN",
+        "DEFAULT_CALLBACK_EVENTS",
+        "DEFAULT_QUEUE",
+        "NAMES",
+        "STDIN_PIPE",
+        "WHOLE",
+        "Amount",
+        "Callback",
+        "CallbackEvent",
+        "CallbackUrl",
+        "EnvName",
+        "LabelName",
+        "Limits",
+        "PayloadSpec",
+        "QueueName",
+        "SafeStr",
+        "Seconds",
+        "SecretValue",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SPEC_NAMES:
+        value = getattr(importlib.import_module("pericles.model.spec"), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ALLOWED_SIGNALS",
