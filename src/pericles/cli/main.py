@@ -8,6 +8,8 @@ the command name (`pericles --server URL ls`, `pericles ls --server URL`).
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -115,6 +117,18 @@ def _invalid(errors: Sequence[FieldError]) -> list[str]:
     return lines
 
 
+def _collect_once() -> None:
+    """Collect garbage once, then leave what is left to the end of the process.
+
+    As it tears its modules down, Python collects garbage again and again, each time going
+    over every object typer and httpx made: ~30 ms, a sixth of `pericles run --wait`. One
+    collection here runs the finalizers of whatever is garbage, as those would; what is
+    still alive is what the process holds until its very end.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `pericles` console script.
 
@@ -123,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     errors, as one line each. Anything else is a bug, still told in one line.
     """
     args = sys.argv[1:] if argv is None else argv
+    atexit.register(_collect_once)
     try:
         # Not standalone: usage errors come here, to be one line like every other error.
         code = app(args=args or ["--help"], prog_name="pericles", standalone_mode=False)
