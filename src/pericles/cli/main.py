@@ -6,7 +6,8 @@ Errors become one line on stderr, `pericles: <what went wrong>`, and an exit cod
 the command name (`pericles --server URL ls`, `pericles ls --server URL`).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`, as in cli/payloads.py: typer reads these
+# signatures at every start.
 
 import atexit
 import gc
