@@ -343,14 +343,14 @@ def test_help_imports_neither_httpx_nor_the_model_nor_rich() -> None:
 
 def test_ls_imports_only_what_it_uses(server: Server) -> None:
     # ls needs the client, the model and rich; not the server's settings, the streaming
-    # of `run --wait`, or anything of the server side.
+    # of `run --wait`, pydantic (only --json uses it), or anything of the server side.
     code = (
         "import sys\n"
         "from pericles.cli.main import main\n"
         f"sys.argv = ['pericles', '--server', '{server.url}', 'ls']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "unused = ('pericles.settings', 'pydantic_settings', 'pericles.cli.attach',"
-        " 'fastapi', 'starlette', 'pericles.service')\n"
+        " 'fastapi', 'starlette', 'pericles.service', 'pydantic')\n"
         "print(sorted(m for m in unused if m in sys.modules))\n"
     )
     done = subprocess.run(

@@ -1,4 +1,5 @@
-"""The client's quick paths: records and specs without pydantic, TLS certificates on demand.
+"""Quick paths of the client and the CLI: records and specs without pydantic, TLS
+certificates on demand, typer's options without pydantic.
 
 Each quick path must give what the pydantic path gives, or hand the value to it: these
 tests compare the two on real records and on values that must take the slow way.
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from pydantic import TypeAdapter, ValidationError
+from typer._coercion import build_runtime_param
 
+from pericles.cli.main import app
+from pericles.cli.options import _Plain
 from pericles.client import (
     Client,
     ProblemError,
@@ -210,3 +215,32 @@ def test_https_is_still_verified(
     with Client(url) as client, pytest.raises(ProblemError) as answered:
         client.get(_ID)
     assert answered.value.status == 501
+
+
+# -- typer's options -----------------------------------------------------------------------
+
+
+def _coerced(coercer: Any, value: Any, param: Any, ctx: Any) -> Any:
+    try:
+        result = coercer.coerce(value, param=param, ctx=ctx)
+    except typer.BadParameter as exc:
+        return ("refused", exc.format_message())
+    return (type(result), result)
+
+
+@pytest.mark.parametrize("command", ["run", "ls", "logs", "rm"])
+def test_options_are_coerced_as_typer_coerces_them(command: str) -> None:
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    cmd = group.commands[command]
+    ctx = typer.Context(cmd)
+    values = [None, "", "x", "5", "\udcff", 20, 0, -1, 2.5, True, ("a", "b"), ["a"], ("a", 1)]
+    for param in [*group.params, *cmd.params]:
+        assert isinstance(param, typer.core.TyperArgument | typer.core.TyperOption)
+        descriptor = param.type_descriptor
+        for value in values:
+            ours = _coerced(_Plain(descriptor), value, param, ctx)
+            assert ours == _coerced(build_runtime_param(descriptor), value, param, ctx), (
+                param.name,
+                value,
+            )

@@ -25,9 +25,10 @@ class _Plain:
     Typer (>= 0.16) coerces each parameter with a pydantic `TypeAdapter` built on first use:
     importing pydantic and building a dozen adapters is most of the ~0.1 s `run --wait`
     spent before sending anything. A value left out (None) and a string for a `str` or
-    `list[str]` parameter come out of those adapters as they went in, so they are handed
-    back here as typer would; anything else (numbers, bounds, choices, paths) goes to
-    typer's own adapter, its checks and messages unchanged.
+    `list[str]` parameter, and an int within its bounds for an `int` one (a default), come
+    out of those adapters as they went in, so they are handed back here as typer would;
+    anything else (text to parse as a number, a value out of bounds, choices, paths) goes
+    to typer's own adapter, its checks and messages unchanged.
     """
 
     def __init__(self, descriptor: Any) -> None:
@@ -40,6 +41,8 @@ class _Plain:
             return False
         if descriptor.is_path or descriptor.is_choice:
             return False
+        if not multi and descriptor.annotation is int and type(value) is int:
+            return self._in_bounds(value)
         if not multi:
             return descriptor.annotation is str and type(value) is str
         return (
@@ -47,6 +50,13 @@ class _Plain:
             and isinstance(value, list | tuple)
             and all(type(item) is str for item in value)
         )
+
+    def _in_bounds(self, value: int) -> bool:
+        # Out of bounds (or clamped): typer's adapter, for its message or its clamping.
+        info = self._descriptor.parameter_info
+        if info.clamp:
+            return False
+        return (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
 
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
         multi = bool(param.multiple or param.nargs == -1)
