@@ -29,6 +29,7 @@ from pericles.client import (
     SpecNotValid,
     _core,
     _records,
+    _tls,
 )
 from pericles.model import Payload, PayloadSpec
 from tests.helpers import Server
@@ -196,7 +197,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
 
 def test_certificates_are_loaded_at_the_first_handshake_only() -> None:
-    context = _core.tls_context()
+    context = _tls.tls_context()
     assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
     assert context.cert_store_stats()["x509_ca"] == 0
     context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="example.org")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from pericles.client import _core
+from pericles.client import _core, _tls
 from pericles.client._core import Call, FollowItem, Order, Output, StreamName
 from pericles.model import Payload
 
@@ -33,7 +33,7 @@ class AsyncClient:
         self._owns_http = http is None
         if http is None:
             http = httpx.AsyncClient(
-                base_url=_core.resolve_url(url), timeout=timeout, verify=_core.tls_context()
+                base_url=_core.resolve_url(url), timeout=timeout, verify=_tls.tls_context()
             )
         elif url is not None:
             http.base_url = httpx.URL(_core.resolve_url(url))
