@@ -102,11 +102,15 @@ def drain(redis: RedisServer, db: int, workers: int, count: int) -> Drain:
     when the drain begins and the CPU measured is the drain's alone."""
     url = redis.url(db)
     store = redis_client.Redis.from_url(url)
-    api = start_server("--store", url, "--runner", "celery", "--max-pending", str(count + 1))
+    api = start_server("--store", url, "--runner", "celery", "--max-pending", str(10 * count))
     started: list[Worker] = []
     try:
         body = b'{"cmd": "/bin/true", "queue": "%s"}' % _HOLD.encode()
-        assert post_many(api.port, body, count) == count
+        created = post_many(api.port, body, count)
+        if created != count:
+            raise RuntimeError(
+                f"{count - created} POSTs failed; the API's log:\n{api.log()[-3000:]}"
+            )
         started = [
             start_worker(url, hostname=f"bench-{i}", queues=_DRAIN, slots=8, ttl=5)
             for i in range(workers)
