@@ -263,10 +263,17 @@ def _print_drains(count: int, base: list[float], by_workers: dict[int, list[Drai
     )
     print("CPU ms per payload during the drain (median of rounds; 'other': the rest of the")
     print("machine, other programs included; 'payloads': the /bin/true children):")
-    for workers in (1, 2):
+    for workers, rate in ((1, one), (2, two)):
         cpu = _median_cpu(by_workers[workers])
         cells = ", ".join(f"{name} {value:.2f}" for name, value in cpu.items())
         print(f"  {workers} worker{'s' if workers > 1 else ''}: {cells}")
+        # Cores = CPU s per payload x payloads/s: what the drain kept busy, of this machine's.
+        ours = sum(v for k, v in cpu.items() if k != "other") * rate / 1000
+        workers_only = sum(v for k, v in cpu.items() if k.startswith("worker")) * rate / 1000
+        print(
+            f"    cores busy: {ours:.2f} for the drain ({workers_only:.2f} in worker processes), "
+            f"{cpu['other'] * rate / 1000:.2f} for the rest, of {os.cpu_count()}"
+        )
 
 
 def _rounds(values: list[float]) -> str:
