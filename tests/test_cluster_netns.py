@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import CLUSTER, NetHost, RedisServer, network_hosts, netns_missing, start_worker
+from tests.cluster import CLUSTER, NetHost, RedisServer, netns_missing, network_hosts, start_worker
 from tests.helpers import group_members, post, sse_events, start_server, wait_for_status, wait_until
 
 STORES = (CLUSTER,)
