@@ -3,7 +3,8 @@
 Layout (per-payload keys share the hash tag `{id}`, so a payload's keys stay in one slot):
 
 - `pericles:{id}`: a hash with the record (`rec`, JSON), its `state`, wire `status`, creation
-  `seq`, the `worker` running it, and per stream the output's `total`, head end and tail start.
+  `seq`, the `worker` running it, `starting` once a local runner is about to start it
+  (`mark_starting`), and per stream the output's `total`, head end and tail start.
 - `pericles:{id}:out:stdout`, `...:out:stderr`: one stream entry per chunk the payload wrote,
   entry id `<offset>-1` (its offset in its stream), fields `c` (offset in the combined output)
   and `d` (the bytes). Entries wholly inside the dropped middle are deleted as the tail moves.
