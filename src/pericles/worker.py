@@ -44,7 +44,7 @@ from pericles.model import PayloadSpec, Resolved
 from pericles.runner.base import Execution
 from pericles.runner.celery import TASK, Sealer, control_channel, make_app
 from pericles.runner.local import LocalRunner
-from pericles.service import Service
+from pericles.service.claiming import ClaimingService
 from pericles.settings import Settings
 from pericles.store.redis import RedisStore
 from pericles.store.redis_keys import host_key
@@ -103,7 +103,9 @@ class Worker:
         self.store.host_key = self.runner.host_key
         key_file = settings.secrets_key_file
         self.sealer = Sealer(key_file) if key_file is not None else None
-        self.service = Service(settings, self.store, self.runner, policy=policy, shared=True)
+        self.service = ClaimingService(
+            settings, self.store, self.runner, policy=policy, shared=True
+        )
         self._stopping: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
