@@ -28,6 +28,7 @@ from tests.helpers import (
     running_server,
     start_server,
     wait_for_status,
+    wait_until,
 )
 
 # One store is enough here: what the page shows comes through the API, tested per store.
@@ -178,6 +179,38 @@ def test_the_list_follows_the_event_feed_and_filters(
     page.get_by_label("Label").fill("kind=gated")
     expect(page.locator("tbody tr")).to_have_count(1)
     expect(page.locator("tbody tr")).to_have_attribute("data-id", record["id"])
+
+
+def test_a_payload_the_feed_tells_of_while_the_list_loads_stays_listed(
+    ui: Watched, client: httpx.Client, tmp_path: Path
+) -> None:
+    """The list's answer was made before a payload existed, and arrives after the feed told
+    of it: the row stays, instead of vanishing until the payload's next transition."""
+    page = ui.page
+    held: list[tuple[Route, Any]] = []
+    holding = [True]
+
+    def hold(route: Route) -> None:
+        if not holding[0]:
+            route.continue_()
+            return
+        held.append((route, route.fetch()))  # the server's answer now, handed on later
+
+    page.route(re.compile(r"/payloads\?"), hold)
+    page.goto("/")
+    # The first load, and the one made once the feed is open: both answered before the POST.
+    wait_until(lambda: page.evaluate("1") and len(held) >= 2, what="the list's loads")
+    fifo = gate(tmp_path)
+    record = post(client, "/bin/sh", "-c", 'read x < "$0"', str(fifo))
+    row = page.locator(f'tr[data-id="{record["id"]}"]')
+    expect(row.locator(".badge")).to_have_attribute("data-state", "working")
+    holding[0] = False
+    for route, answer in held:
+        route.fulfill(response=answer)
+    expect(page.locator(".page-info")).to_contain_text("Page 1")
+    expect(row.locator(".badge")).to_have_attribute("data-state", "working")
+    release(fifo)
+    expect(row.locator(".badge")).to_have_attribute("data-state", "finished")
 
 
 def test_live_output_arrives_in_order_with_ansi_colours(

@@ -115,11 +115,25 @@ export function listView(main, { feed }) {
         const told = heard.get(r.id);
         return told && progress(told) >= progress(r) ? told : r;
       });
+      // A payload the feed told of after the server answered is not in the answer: on
+      // page 1 it goes on top, or it would vanish until the next transition.
+      if (cursors.length === 1) {
+        const listed = new Set(records.map((r) => r.id));
+        const top = records.length ? records[0].created_at : "";
+        const fresh = [...heard.values()]
+          .filter((r) => !listed.has(r.id) && r.created_at >= top && matches(r))
+          .sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+        latest.unshift(...fresh);
+        if (latest.length > PAGE_SIZE) {
+          latest.length = PAGE_SIZE;
+          more = true;
+        }
+      }
       tbody.replaceChildren(...latest.map(row));
-      newest = cursors.length === 1 && records.length ? records[0].created_at : null;
+      newest = cursors.length === 1 && latest.length ? latest[0].created_at : null;
       const page = cursors.length;
-      summary.textContent = records.length
-        ? `Page ${page}: ${records.length} payload${records.length === 1 ? "" : "s"}`
+      summary.textContent = latest.length
+        ? `Page ${page}: ${latest.length} payload${latest.length === 1 ? "" : "s"}`
         : "No payloads match.";
       newer.disabled = page === 1;
       older.disabled = !more;
