@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pericles.errors import PayloadNotFound, StoreUnavailable
-from pericles.model import STREAMS, ListQuery, Payload, PayloadSpec, new_id, utcnow
+from pericles.model import STREAMS, ListQuery, Payload, PayloadSpec, Status, new_id, utcnow
 from pericles.store import open_store
 from pericles.store.output import OutputLog
 from pericles.store.snapshot import chunk_rows, restore, total_rows
@@ -93,6 +95,77 @@ def test_queries_page_through_what_was_reopened(tmp_path: Path) -> None:
         return [r.params[0] for r in page.records]
 
     assert asyncio.run(fill_and_query()) == ["4", "3"]
+
+
+def test_a_reopened_store_answers_filters_from_its_index(tmp_path: Path) -> None:
+    # The index is rebuilt from the file at open: a page of the few pending or labelled
+    # records among 1,000 ended ones looks at what it returns, not at every record kept.
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    kept = [record(str(n)) for n in range(1000)]
+    kept[700] = labelled = dataclasses.replace(kept[700], labels={"team": "x"})
+    waiting = {kept[500].id, kept[501].id}
+
+    async def scenario() -> None:
+        store = open_store(url, 100)
+        await store.open()
+        for r in kept:
+            await store.add(r)
+        for r in kept:
+            if r.id not in waiting:
+                await store.put(dataclasses.replace(r, status="finished", exit_code=0))
+        await store.close()
+        store = open_store(url, 100)
+        await store.open()
+        try:
+            pending = ListQuery(statuses=frozenset({Status.PENDING}), limit=1)
+            page = await store.query(pending)
+            assert [r.id for r in page.records] == [kept[500].id] and page.more
+            assert store.touched <= 2
+            rest = await store.query(dataclasses.replace(pending, after=kept[500].id))
+            assert [r.id for r in rest.records] == [kept[501].id] and not rest.more
+            assert store.touched <= 2
+            team = await store.query(ListQuery(labels=(("team", "x"),), limit=5))
+            assert [r.id for r in team.records] == [labelled.id]
+            assert store.touched <= 1
+            after = await store.query(ListQuery(limit=3, after=kept[900].id, descending=True))
+            assert [r.id for r in after.records] == [r.id for r in kept[899:896:-1]]
+            assert store.touched <= 4
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_change_written_behind_is_committed_without_more_traffic(tmp_path: Path) -> None:
+    # A later change is committed within a few milliseconds even when nothing else comes
+    # to share its commit. The file and its write-ahead log are copied while the store is
+    # open (what a kill -9 would leave), and the copy is opened on its own.
+    db = tmp_path / "p.db"
+    first = record("a")
+
+    async def scenario() -> list[Payload]:
+        store = open_store(f"sqlite:///{db}", 100)
+        await store.open()
+        try:
+            await store.add(first)
+            await store.put(dataclasses.replace(first, status="finished", exit_code=0))
+            deadline = time.monotonic() + 10
+            while True:
+                copy = tmp_path / "copy"
+                shutil.rmtree(copy, ignore_errors=True)
+                copy.mkdir()
+                for name in ("p.db", "p.db-wal"):
+                    if (tmp_path / name).exists():
+                        shutil.copy(tmp_path / name, copy / name)
+                found = await reopened(f"sqlite:///{copy / 'p.db'}")
+                if found and found[0].status == "finished" or time.monotonic() > deadline:
+                    return found
+                await asyncio.sleep(0.01)
+        finally:
+            await store.close()
+
+    found = asyncio.run(scenario())
+    assert [(r.id, r.status) for r in found] == [(first.id, "finished")]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
