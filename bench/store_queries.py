@@ -140,8 +140,9 @@ def report(figures: dict[str, float], kinds: tuple[str, ...], kept: int) -> None
                 f" {figures[f'{key}_full']:.1f} us with {kept:,} kept,"
                 f" ratio {figures[f'{key}_ratio']:.2f}"
             )
-        if f"{kind}_open_s" in figures:
-            print(f"[{kind}] opening the file with {kept:,} records: {figures[f'{kind}_open_s']:.2f} s")
+        opening = figures.get(f"{kind}_open_s")
+        if opening is not None:
+            print(f"[{kind}] opening the file with {kept:,} records: {opening:.2f} s")
 
 
 def main() -> None:

@@ -108,6 +108,11 @@ async def wait_until(conn: Connection, path: str, within: float, *, empty: bool)
     raise TimeoutError(f"GET {path} still {'non-' if empty else ''}empty after {within:.0f}s")
 
 
+async def wait_idle(conn: Connection, within: float) -> None:
+    """Until no payload is pending, working or paused (bench/callback_throughput.py uses it)."""
+    await wait_until(conn, ACTIVE, within, empty=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """One timed phase on one server: payloads per second, and its CPU per payload."""
@@ -150,12 +155,12 @@ async def end_to_end(store: str, options: Options) -> Phase:
     server = Server(store, options)
     async with server as conns:
         await create_all(conns, options.warmup)
-        await wait_until(conns[0], ACTIVE, options.timeout, empty=True)
+        await wait_idle(conns[0], options.timeout)
         cpu = server.cpu()
         started = time.perf_counter()
         await create_all(conns, options.payloads)
         created = time.perf_counter() - started
-        await wait_until(conns[0], ACTIVE, options.timeout, empty=True)
+        await wait_idle(conns[0], options.timeout)
         elapsed = time.perf_counter() - started
         cpu = server.cpu() - cpu
     count = options.payloads

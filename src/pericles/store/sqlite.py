@@ -41,7 +41,23 @@ from pericles.model import Delivery, Payload
 from pericles.store.base import Store
 from pericles.store.output import OutputLog
 from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, total_rows
-from pericles.store.sqlite_schema import SqliteUrl, connect
+from pericles.store.sqlite_schema import (
+    DELETE_DELIVERIES,
+    DELETE_META,
+    DELETE_PAYLOAD,
+    INSERT_CHUNK,
+    INSERT_PAYLOAD,
+    INSERT_TOTAL,
+    PUT_DELIVERY,
+    PUT_META,
+    SELECT_CHUNKS,
+    SELECT_TOTALS,
+    UPDATE_PAYLOAD,
+    SqliteUrl,
+    connect,
+    delete_output,
+    vacuum,
+)
 
 log = logging.getLogger("pericles.store")
 
@@ -50,8 +66,6 @@ P = ParamSpec("P")
 
 _RECORDS = TypeAdapter(Payload)
 _DELIVERIES = TypeAdapter(Delivery)
-#: Free pages (4 KiB each) past which deleting records gives space back to the file system.
-_VACUUM_PAGES = 256
 #: Seconds before a batch that failed is tried again.
 _RETRY_DELAY = 1.0
 #: Seconds a change written behind waits for others to share its commit (measured with 32
@@ -256,13 +270,8 @@ class SqliteStore(Store):
 
     def _read_output(self, payload_id: str) -> tuple[list[ChunkRow], list[TotalRow]]:
         conn = self._connection()
-        chunks = conn.execute(
-            "SELECT stream, part, offset, coff, data FROM output_chunks WHERE payload_id = ?",
-            (payload_id,),
-        ).fetchall()
-        totals = conn.execute(
-            "SELECT stream, total FROM output_streams WHERE payload_id = ?", (payload_id,)
-        ).fetchall()
+        chunks = conn.execute(SELECT_CHUNKS, (payload_id,)).fetchall()
+        totals = conn.execute(SELECT_TOTALS, (payload_id,)).fetchall()
         return chunks, totals
 
     # -- group commit -------------------------------------------------------------------
@@ -367,7 +376,7 @@ class SqliteStore(Store):
                     conn.execute("ROLLBACK")
                 raise
             if batch.deletes:
-                _vacuum(conn)
+                vacuum(conn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -379,50 +388,32 @@ class SqliteStore(Store):
 def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
     if batch.adds:
         conn.executemany(
-            "INSERT INTO payloads (id, status, record) VALUES (?, ?, ?)",
+            INSERT_PAYLOAD,
             [(r.id, r.status, _RECORDS.dump_json(r)) for r in batch.adds.values()],
         )
     if batch.puts:
         conn.executemany(
-            "UPDATE payloads SET status = ?, record = ? WHERE id = ?",
+            UPDATE_PAYLOAD,
             [(r.status, _RECORDS.dump_json(r), r.id) for r in batch.puts.values()],
         )
-    for payload_id, snapshot in batch.outputs.items():
-        _delete_output(conn, payload_id)
-        conn.executemany(
-            "INSERT INTO output_chunks (payload_id, stream, part, offset, coff, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [(payload_id, *row) for row in snapshot.chunks],
-        )
-        conn.executemany(
-            "INSERT INTO output_streams (payload_id, stream, total) VALUES (?, ?, ?)",
-            [(payload_id, *row) for row in snapshot.totals],
-        )
+    if batch.outputs:
+        # A snapshot replaces the payload's earlier one (a running payload's checkpoint).
+        delete_output(conn, batch.outputs.keys())
+        chunks = [(i, *row) for i, snapshot in batch.outputs.items() for row in snapshot.chunks]
+        totals = [(i, *row) for i, snapshot in batch.outputs.items() for row in snapshot.totals]
+        conn.executemany(INSERT_CHUNK, chunks)
+        conn.executemany(INSERT_TOTAL, totals)
     if batch.deliveries:
         conn.executemany(
-            "INSERT OR REPLACE INTO deliveries (id, payload_id, delivery) VALUES (?, ?, ?)",
+            PUT_DELIVERY,
             [(d.id, d.payload_id, _DELIVERIES.dump_json(d)) for d in batch.deliveries.values()],
         )
-    for payload_id in batch.deletes:
-        conn.execute("DELETE FROM payloads WHERE id = ?", (payload_id,))
-        conn.execute("DELETE FROM deliveries WHERE payload_id = ?", (payload_id,))
-        _delete_output(conn, payload_id)
+    if batch.deletes:
+        keys = [(payload_id,) for payload_id in batch.deletes]
+        conn.executemany(DELETE_PAYLOAD, keys)
+        conn.executemany(DELETE_DELIVERIES, keys)
+        delete_output(conn, batch.deletes)
     if batch.unmeta:
-        conn.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in batch.unmeta])
+        conn.executemany(DELETE_META, [(key,) for key in batch.unmeta])
     if batch.meta:
-        conn.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", batch.meta.items()
-        )
-
-
-def _vacuum(conn: sqlite3.Connection) -> None:
-    """Give freed pages back to the file system once there are enough of them to matter."""
-    if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _VACUUM_PAGES:
-        # Each step of this pragma frees one page, and execute() steps a statement without
-        # result rows once: executescript() runs it to the end (no transaction is open here).
-        conn.executescript("PRAGMA incremental_vacuum;")
-
-
-def _delete_output(conn: sqlite3.Connection, payload_id: str) -> None:
-    conn.execute("DELETE FROM output_chunks WHERE payload_id = ?", (payload_id,))
-    conn.execute("DELETE FROM output_streams WHERE payload_id = ?", (payload_id,))
+        conn.executemany(PUT_META, batch.meta.items())

@@ -1,4 +1,5 @@
-"""The sqlite store's file: its URL, connection settings, schema and forward migrations.
+"""The sqlite store's file: its URL, connection settings, schema, forward migrations and the
+statements the store runs.
 
 Everything here runs on the store's one database thread, never on the event loop.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pericles.errors import StoreUnavailable
@@ -54,6 +56,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: What a batch runs, row by row (`executemany`: one call per statement and batch, not per
+#: row). Each finds its rows through a key or an index, never by a scan: a record costs
+#: the same with a million kept (tests/test_sqlite_store.py checks their query plans).
+INSERT_PAYLOAD = "INSERT INTO payloads (id, status, record) VALUES (?, ?, ?)"
+UPDATE_PAYLOAD = "UPDATE payloads SET status = ?, record = ? WHERE id = ?"
+INSERT_CHUNK = (
+    "INSERT INTO output_chunks (payload_id, stream, part, offset, coff, data)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_TOTAL = "INSERT INTO output_streams (payload_id, stream, total) VALUES (?, ?, ?)"
+PUT_DELIVERY = "INSERT OR REPLACE INTO deliveries (id, payload_id, delivery) VALUES (?, ?, ?)"
+DELETE_PAYLOAD = "DELETE FROM payloads WHERE id = ?"
+DELETE_DELIVERIES = "DELETE FROM deliveries WHERE payload_id = ?"
+DELETE_CHUNKS = "DELETE FROM output_chunks WHERE payload_id = ?"
+DELETE_TOTALS = "DELETE FROM output_streams WHERE payload_id = ?"
+DELETE_META = "DELETE FROM meta WHERE key = ?"
+PUT_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+SELECT_CHUNKS = "SELECT stream, part, offset, coff, data FROM output_chunks WHERE payload_id = ?"
+SELECT_TOTALS = "SELECT stream, total FROM output_streams WHERE payload_id = ?"
+BY_KEY = (
+    UPDATE_PAYLOAD,
+    DELETE_PAYLOAD,
+    DELETE_DELIVERIES,
+    DELETE_CHUNKS,
+    DELETE_TOTALS,
+    DELETE_META,
+    SELECT_CHUNKS,
+    SELECT_TOTALS,
+)
+
+#: Free pages (4 KiB each) past which deleting records gives space back to the file system.
+_VACUUM_PAGES = 256
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -165,3 +200,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def vacuum(conn: sqlite3.Connection) -> None:
+    """Give freed pages back to the file system once there are enough of them to matter."""
+    if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _VACUUM_PAGES:
+        # Each step of this pragma frees one page, and execute() steps a statement without
+        # result rows once: executescript() runs it to the end (no transaction is open here).
+        conn.executescript("PRAGMA incremental_vacuum;")
+
+
+def delete_output(conn: sqlite3.Connection, payload_ids: Iterable[str]) -> None:
+    keys = [(payload_id,) for payload_id in payload_ids]
+    conn.executemany(DELETE_CHUNKS, keys)
+    conn.executemany(DELETE_TOTALS, keys)
