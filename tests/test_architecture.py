@@ -70,6 +70,8 @@ ALLOWED: dict[str, frozenset[str]] = {
             "actions",
             "ui",
         ),
+        # The hot routes: the service's calls and the model's query, no FastAPI dependencies.
+        "api.hot": ("model", "settings", "service"),
         # api/app.py mounts it when --mcp is given: imported only then.
         "api.app": (
             "model",
@@ -92,6 +94,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Speaks HTTP only.
         "client": ("model", "errors", "validation"),
         "cli": ("model", "errors", "client", "validation", "mcp"),
+        # What every `pericles` command shares: options, usage lines, the connection.
+        "cli.options": ("client",),
+        # The payload commands: they speak to the server through the client only.
+        "cli.payloads": ("model", "errors", "client"),
         # Entry points and the composition root.
         "cli.serve": (
             "validation",

@@ -322,18 +322,38 @@ def test_serve_is_handler_serve() -> None:
 
 
 def test_help_imports_neither_httpx_nor_the_model_nor_rich() -> None:
-    # `pericles --help` should start fast: the client (httpx), the payload model and rich
-    # are loaded by the commands that use them. (pydantic comes with `worker`'s settings.)
+    # `pericles --help` should start fast: the client (httpx), the payload model, rich and
+    # the server's settings (pydantic-settings, for `worker`) are loaded by the commands
+    # that use them.
     code = (
         "import sys\n"
         "from pericles.cli.main import main\n"
         "sys.argv = ['pericles', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = ('httpx', 'pericles.model', 'rich.console')\n"
+        "heavy = ('httpx', 'pericles.model', 'rich.console', 'pericles.settings',"
+        " 'pydantic_settings')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "Usage" in done.stdout
+    assert done.stdout.rstrip().endswith("[]"), done.stdout[-200:]
+
+
+def test_ls_imports_only_what_it_uses(server: Server) -> None:
+    # ls needs the client, the model and rich; not the server's settings, the streaming
+    # of `run --wait`, or anything of the server side.
+    code = (
+        "import sys\n"
+        "from pericles.cli.main import main\n"
+        f"sys.argv = ['pericles', '--server', '{server.url}', 'ls']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "unused = ('pericles.settings', 'pydantic_settings', 'pericles.cli.attach',"
+        " 'fastapi', 'starlette', 'pericles.service')\n"
+        "print(sorted(m for m in unused if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert done.stdout.rstrip().endswith("[]"), done.stdout[-200:]

@@ -20,6 +20,7 @@ from pericles.api import (
     control,
     deliveries,
     events,
+    hot,
     index,
     openapi,
     operations,
@@ -144,6 +145,8 @@ def create_app(
         app.router.routes.append(route)
     if settings.metrics:
         app.include_router(operations.metrics_router, dependencies=guard, responses=denied)
+    # After the FastAPI routes they stand in front of: they hand those what they do not judge.
+    hot.install(app, service, settings)
     ui.install(app, dashboard=settings.ui)
     app.add_middleware(HeadAsGet, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -108,6 +108,20 @@ async def authorize(
     tokens = _tokens(request)
     if not tokens:
         return None
+    return await _authorized(request, tokens, credentials)
+
+
+async def authorize_request(request: Request) -> Token | None:
+    """`authorize` for a route outside FastAPI's dependencies (`api/hot.py`): the same check."""
+    tokens = _tokens(request)
+    if not tokens:
+        return None
+    return await _authorized(request, tokens, await _bearer(request))
+
+
+async def _authorized(
+    request: Request, tokens: TokenSet, credentials: HTTPAuthorizationCredentials | None
+) -> Token:
     needed = Scope.READ if request.method in _SAFE_METHODS else Scope.RUN
     token = check_token(tokens, credentials, needed)
     request.state.token = token

@@ -17,6 +17,7 @@ from pericles.api.deps import ServiceDep, SettingsDep
 from pericles.api.problems import Problem, validation_errors
 from pericles.api.render import JSONResponse, RenderCache
 from pericles.model import MAX_WAIT, ListQuery, Payload, PayloadSpec, Status
+from pericles.service import Service
 
 log = logging.getLogger("pericles.api")
 
@@ -145,9 +146,31 @@ async def create_payload(
             "payload instead of starting another",
         ),
     ] = None,
+    wait: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=MAX_WAIT,
+            description="Answer (still 201) as soon as the payload has ended, or after this "
+            "many seconds with the record as it then is: create and long-poll in one request",
+        ),
+    ] = None,
 ) -> Response:
     spec = _parse_spec(await _read_body(request, settings.max_body))
+    return await created(service, spec, idempotency_key, created_by, wait)
+
+
+async def created(
+    service: Service,
+    spec: PayloadSpec,
+    idempotency_key: str | None,
+    created_by: str | None,
+    wait: float | None,
+) -> Response:
+    """Create's answer: 201 with the record, once ended or `wait` passed when asked to wait."""
     record = await service.create(spec, idempotency_key, created_by)
+    if wait is not None:
+        record = await service.wait(record.id, wait)
     return JSONResponse(record, status_code=201, headers={"Location": f"/payloads/{record.id}"})
 
 
@@ -214,6 +237,11 @@ async def list_payloads(
         actions=token.actions if token is not None else None,
         text=q,
     )
+    return await listed(request, service, query)
+
+
+async def listed(request: Request, service: Service, query: ListQuery) -> Response:
+    """List's answer: the page of records, with a `Link` to the next page when there is one."""
     page = await service.page(query)
     headers = {}
     if page.more and page.records:

@@ -6,9 +6,10 @@ import sys
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from pericles.settings import MiB, Settings
+# Settings (pydantic-settings, about 80 ms to import) only when a worker starts: every
+# `pericles` command registers this one, and `pericles --help` should not pay for it.
+_MiB = 1024 * 1024
 
 
 def worker(
@@ -35,7 +36,7 @@ def worker(
     ] = 5.0,
     max_output: Annotated[
         int, typer.Option(min=0, help="Bytes of output kept per stream (head and tail)")
-    ] = MiB,
+    ] = _MiB,
     kill_grace: Annotated[
         float, typer.Option(min=0, help="Seconds from SIGTERM to SIGKILL on cancel, timeout")
     ] = 5.0,
@@ -45,7 +46,10 @@ def worker(
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug")] = "info",
 ) -> None:
     """Run payloads queued by `handler-serve --runner celery`, with the same process code."""
+    from pydantic import ValidationError
+
     from pericles import worker as worker_process
+    from pericles.settings import Settings
 
     try:
         settings = Settings(
