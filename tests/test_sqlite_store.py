@@ -63,11 +63,14 @@ def test_changes_are_kept_in_order_across_a_reopen(tmp_path: Path) -> None:
     async def scenario() -> list[Payload]:
         store = open_store(url, 100)
         await store.open()
-        records = [record(str(n)) for n in range(20)]
+        # 100 adds in one commit, then changes to most of them gathered in another.
+        records = [record(str(n)) for n in range(100)]
         await asyncio.gather(*(store.add(r) for r in records))
         # Several changes to one record before a commit: the last one is what is kept.
         for n in range(5):
             await store.put(dataclasses.replace(records[3], stdout_bytes=n))
+        for r in records[5:]:
+            await store.put(dataclasses.replace(r, stdout_bytes=len(r.params[0])))
         await store.delete(records[0].id)
         with pytest.raises(PayloadNotFound):
             await store.delete(records[0].id)
@@ -76,6 +79,7 @@ def test_changes_are_kept_in_order_across_a_reopen(tmp_path: Path) -> None:
 
     expected = asyncio.run(scenario())
     expected[2] = dataclasses.replace(expected[2], stdout_bytes=4)
+    expected[4:] = [dataclasses.replace(r, stdout_bytes=len(r.params[0])) for r in expected[4:]]
     assert asyncio.run(reopened(url)) == expected
 
 
