@@ -58,6 +58,9 @@ class Options:
     stores: tuple[str, ...] = tuple(STORES)
     #: Also measure creating alone (payloads queued behind a held slot).
     post_only: bool = True
+    #: `--keep-finished` for the servers: below the payloads run, every payload that ends
+    #: evicts the oldest (a long-running server's steady state). None: the server's default.
+    keep_finished: int | None = None
 
 
 class Connection:
@@ -129,6 +132,8 @@ class Server:
 
     def __init__(self, store: str, options: Options, *extra: str) -> None:
         argv = [*handler_serve_argv(), "--allow", "/bin/true", "--store", store, *extra]
+        if options.keep_finished is not None:
+            argv += ["--keep-finished", str(options.keep_finished)]
         self.process = ServerProcess(store.partition(":")[0], argv)
         self.options = options
 
@@ -268,6 +273,9 @@ def main() -> None:
         "--stores", default=",".join(STORES), help=f"comma-separated, of {', '.join(STORES)}"
     )
     parser.add_argument("--no-post-only", action="store_true", help="end to end only")
+    parser.add_argument(
+        "--keep-finished", type=int, help="the servers' --keep-finished (evictions when low)"
+    )
     args = parser.parse_args()
     stores = tuple(name for name in args.stores.split(",") if name)
     unknown = set(stores) - set(STORES)
@@ -281,6 +289,7 @@ def main() -> None:
         args.timeout,
         stores,
         not args.no_post_only,
+        args.keep_finished,
     )
     figures = uvloop.run(measure(options, echo=True))
     report(figures, options)
