@@ -48,8 +48,8 @@ def _settled(client: httpx.Client, count: int) -> list[dict[str, Any]] | None:
 
 
 def _span_rate(records: list[dict[str, Any]]) -> float:
-    starts = [datetime.fromisoformat(r["started_at"]) for r in records if r["started_at"]]
-    ends = [datetime.fromisoformat(r["finished_at"]) for r in records if r["finished_at"]]
+    starts = [datetime.fromisoformat(r["started_at"]) for r in records if r.get("started_at")]
+    ends = [datetime.fromisoformat(r["finished_at"]) for r in records if r.get("finished_at")]
     return len(ends) / (max(ends) - min(starts)).total_seconds()
 
 
@@ -135,7 +135,7 @@ def _submit_rate(api: Server, count: int) -> float:
 def _ended_check(client: httpx.Client, payload_id: str) -> Callable[[], dict[str, Any] | None]:
     def check() -> dict[str, Any] | None:
         record: dict[str, Any] = client.get(f"/payloads/{payload_id}").json()
-        return record if record["finished_at"] else None
+        return record if record.get("finished_at") else None
 
     return check
 

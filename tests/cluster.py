@@ -196,20 +196,21 @@ def start_worker(
         start_new_session=True,
     )
     lines: list[str] = []
-    ready = threading.Event()
+    ready, started = threading.Event(), threading.Event()
 
     def pump() -> None:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
             if "pericles worker ready" in line:
+                started.set()
                 ready.set()
-        ready.set()
+        ready.set()  # its output ended: it stopped before it was ready
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     worker = Worker(process, hostname, lines, reader)
-    if not ready.wait(timeout) or process.poll() is not None:
+    if not ready.wait(timeout) or not started.is_set() or process.poll() is not None:
         worker.stop(signal.SIGKILL)
         raise RuntimeError("worker did not start:\n" + "".join(lines))
     return worker

@@ -117,7 +117,17 @@ ALLOWED: dict[str, frozenset[str]] = {
         # `pericles worker`: its options, then the worker's own composition root.
         "cli.worker": ("settings", "worker"),
         # A celery worker process: the service over the Redis store and the local runner.
-        "worker": ("model", "errors", "settings", "logs", "process", "runner", "service", "store"),
+        "worker": (
+            "model",
+            "errors",
+            "settings",
+            "logs",
+            "process",
+            "runner",
+            "service",
+            "store",
+            "policy",
+        ),
         "posture": ("policy", "process"),
         "server": (
             "model",

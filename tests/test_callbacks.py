@@ -10,6 +10,7 @@ import re
 import signal
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,13 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
+    with running_receiver() as state:
+        yield state
+
+
+@contextmanager
+def running_receiver() -> Iterator[Receiver]:
+    """A `Receiver` on a free loopback port, until the block ends."""
     state = Receiver()
 
     class Handler(http.server.BaseHTTPRequestHandler):

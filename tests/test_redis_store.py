@@ -17,6 +17,7 @@ from pericles.model import ListQuery, Payload, PayloadSpec, Piece, Status, new_i
 from pericles.store.base import Store
 from pericles.store.memory import MemoryStore
 from pericles.store.redis import RedisStore
+from pericles.store.redis_keys import output_key
 from tests.cluster import RedisServer
 
 STORES = ("memory",)
@@ -168,5 +169,46 @@ def test_lists_page_filter_and_order_as_the_memory_store_does(redis_url: str) ->
         with pytest.raises(PayloadNotFound):
             await redis.query(ListQuery(after=new_id()))
         await redis.close()
+
+    asyncio.run(run())
+
+
+def test_replicas_evicting_at_once_forget_each_ended_payload_once(redis_url: str) -> None:
+    """Three processes run retention together: each ended payload past the bound is
+    evicted once, the newest ended ones and every payload not ended stay."""
+    url = redis_url.rsplit("/", 1)[0] + "/5"  # a database of its own: counts are exact
+
+    async def run() -> None:
+        stores = [RedisStore(url, 1024) for _ in range(3)]
+        for store in stores:
+            await store.open()
+        records = [_record() for _ in range(600)]
+        for record in records:
+            await stores[0].add(record)
+        ended = records[:500]
+        await stores[2].append_output(ended[0].id, "stdout", b"gone with it")
+        for record in ended:
+            await stores[1].put(dataclasses.replace(record, status="cancelled"), Status.PENDING)
+        counts = await asyncio.gather(*(s.evict_ended(100, None) for s in stores * 3))
+        assert sum(counts) == 400
+        assert await stores[0].count(Status.CANCELLED) == 100
+        assert await stores[0].count(Status.PENDING) == 100
+        kept = {r.id for r in await stores[0].list()}
+        assert kept == {r.id for r in records[400:]}  # the last 100 to end, and the pending
+        with pytest.raises(PayloadNotFound):
+            await stores[0].get(ended[0].id)
+        assert not await stores[0].redis.exists(output_key(ended[0].id, "stdout"))
+        # By age: every ended one goes (the bound is 1 ms), none of the pending ones.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        evicted = 0
+        while evicted < 100 and loop.time() < deadline:
+            counts = await asyncio.gather(*(s.evict_ended(10_000, 0.001) for s in stores))
+            evicted += sum(counts)
+        assert evicted == 100
+        assert await stores[0].count(Status.CANCELLED) == 0
+        assert await stores[0].count(Status.PENDING) == 100
+        for store in stores:
+            await store.close()
 
     asyncio.run(run())

@@ -149,3 +149,25 @@ def test_a_secret_given_outside_secret_env_is_refused_unquoted(
         assert f"{where} contains the value of secret_env TOKEN" in response.text
     assert len(client.get("/payloads").json()) == before
     assert SECRET not in server.log()
+
+
+def test_sealed_secrets_open_only_with_the_key_and_for_their_payload(tmp_path: Path) -> None:
+    """The celery runner's sealing: values readable with the same key, for the same payload
+    only; the sealed text holds no value; a short key is refused in one line."""
+    from pericles.errors import SecretsKeyError
+    from pericles.runner.celery import Sealer
+
+    key, other = tmp_path / "key", tmp_path / "other"
+    key.write_text("x" * 40)
+    other.write_text("y" * 40)
+    sealed = Sealer(key).seal("p1", {"TOKEN": SECRET})
+    assert SECRET not in sealed
+    assert Sealer(key).open("p1", sealed) == {"TOKEN": SECRET}
+    with pytest.raises(SecretsKeyError, match="not sealed with this worker's"):
+        Sealer(other).open("p1", sealed)
+    with pytest.raises(SecretsKeyError, match="another payload"):
+        Sealer(key).open("p2", sealed)
+    short = tmp_path / "short"
+    short.write_text("too short")
+    with pytest.raises(SecretsKeyError, match="32 characters or more"):
+        Sealer(short)

@@ -15,6 +15,8 @@ class Changes:
     def __init__(self) -> None:
         self._versions: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        #: Set at shutdown: readers end instead of waiting (see `close`).
+        self.closed = False
 
     def version(self, key: str) -> int:
         return self._versions.get(key, 0)
@@ -29,6 +31,14 @@ class Changes:
         """Wake every waiter: what they wait on may have changed unseen."""
         for key in list(self._waiters):
             self.notify(key)
+
+    def close(self) -> None:
+        """Wake every waiter; readers that would wait forever (event streams) see `closed` and
+        end: the server is shutting down, and an open stream would hold its connection, and so
+        the server's exit, until the shutdown grace runs out. A stream checks `closed` and
+        waits with no await between, so none can miss this."""
+        self.closed = True
+        self.notify_all()
 
     def forget(self, key: str) -> None:
         """Drop a key whose changes are over; its waiters are woken to see that."""

@@ -135,3 +135,7 @@ class StoreUnavailable(ServiceUnavailable):
 
     def __init__(self, reason: str, retry_after: float | None = 5.0) -> None:
         super().__init__(reason, retry_after)
+
+
+class SecretsKeyError(Exception):
+    """A `--secrets-key-file` that cannot be used, or secrets it cannot open."""

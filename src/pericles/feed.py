@@ -28,6 +28,10 @@ class StatusFeed:
         self._events.append((self._last, record))
         self._changes.notify(_KEY)
 
+    def close(self) -> None:
+        """End every reader (see `Changes.close`)."""
+        self._changes.close()
+
     def since(self, seq: int) -> list[tuple[int, Payload]]:
         """Transitions after number `seq`; older ones than the feed keeps are gone."""
         if not self._events or self._events[-1][0] <= seq:
@@ -46,5 +50,7 @@ class StatusFeed:
             for event in events:
                 after = event[0]
                 yield event
+            if self._changes.closed:
+                return  # shutting down: the client resumes elsewhere with its last event id
             if not events and not await self._changes.wait(_KEY, version, heartbeat):
                 yield None

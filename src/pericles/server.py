@@ -46,7 +46,8 @@ def settings_tokens(settings: Settings) -> TokenSet:
 class Server:
     """One server's parts, built from `settings`; `tokens` default to those the settings name.
 
-    Raises `TokenConfigError`, `PolicyError`, `ActionsError`, `UnknownIdentity` or
+    Raises `TokenConfigError`, `PolicyError`, `ActionsError`, `UnknownIdentity`,
+    `SecretsKeyError` or
     `StoreUnavailable` (an unknown store URL) for bad settings. Builds only: nothing is
     opened or started yet. `environ` is the server's environment, where actions find their
     `hook_secret_env`.
@@ -95,15 +96,25 @@ class Server:
 
     def _celery(self) -> tuple[Runner, Service]:
         """Payloads run on `pericles worker`s; Redis is the store and the broker."""
-        from pericles.runner.celery import CeleryRunner
+        from pericles.runner.celery import CeleryRunner, Sealer
         from pericles.service.remote import RemoteService
         from pericles.store.redis import RedisStore
 
         settings = self.settings
         if not isinstance(self.store, RedisStore):
             raise StoreUnavailable("--runner celery needs a redis:// store (also its broker)")
-        runner = CeleryRunner(settings.store, settings.inherit_env, settings.max_stdin)
-        service = RemoteService(settings, self.store, runner, self.metrics, self.policy)
+        key_file = settings.secrets_key_file
+        sealer = Sealer(key_file) if key_file is not None else None
+        runner = CeleryRunner(settings.store, settings.inherit_env, settings.max_stdin, sealer)
+        service = RemoteService(
+            settings,
+            self.store,
+            runner,
+            self.metrics,
+            self.policy,
+            sender=self.sender,
+            callback_secrets=self.tokens.callback_secrets(),
+        )
         return runner, service
 
     async def open(self) -> None:

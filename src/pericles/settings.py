@@ -86,6 +86,14 @@ class Settings(BaseSettings):
             "(pericles worker processes on any host; needs a redis:// store, also the broker)"
         ),
     ] = "local"
+    secrets_key_file: Annotated[
+        Path | None,
+        Field(
+            description="File holding a key (32 characters or more), the same on every API "
+            "replica and worker: with --runner celery, secret_env values cross the broker "
+            "encrypted with it, in the payload's message only; without it they are refused"
+        ),
+    ] = None
     heartbeat: Annotated[
         float,
         Field(gt=0, description="celery: seconds between a worker's liveness renewals"),

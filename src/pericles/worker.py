@@ -28,36 +28,50 @@ import logging
 import logging.config
 import os
 import socket
+import sys
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from celery.concurrency.thread import TaskPool as ThreadsPool
 from redis.exceptions import RedisError
 
+from pericles import policy as command_policy
 from pericles import process
-from pericles.errors import PayloadNotFound, PericlesError
+from pericles.errors import PayloadNotFound, PericlesError, SecretsKeyError
 from pericles.logs import log_config
 from pericles.model import PayloadSpec, Resolved
 from pericles.runner.base import Execution
-from pericles.runner.celery import TASK, control_channel, make_app
+from pericles.runner.celery import TASK, Sealer, control_channel, make_app
 from pericles.runner.local import LocalRunner
 from pericles.service import Service
 from pericles.settings import Settings
-from pericles.store.redis import RedisStore, host_key
+from pericles.store.redis import RedisStore
+from pericles.store.redis_keys import host_key
 
 log = logging.getLogger("pericles.worker")
 
 #: Seconds between two passes of the host janitor.
 JANITOR_INTERVAL = 2.0
-_LIVE_STATES = ("working", "paused")
+#: States in which a payload this worker runs goes on: "pending" is one it has claimed and
+#: not yet moved to working (between the claim and the spawn): stopping it then ended a
+#: payload about to start as cancelled.
+_LIVE_STATES = ("working", "paused", "pending")
 
 
 class WorkerRunner(LocalRunner):
     """The local runner, noting each payload it starts in this host's set before spawning,
     so the janitor of any worker on this host can find what a dead worker left."""
 
-    def __init__(self, store: RedisStore, host: str, settings: Settings) -> None:
-        super().__init__(settings.inherit_env, settings.max_stdin)
+    def __init__(
+        self, store: RedisStore, host: str, settings: Settings, policy: bool = False
+    ) -> None:
+        super().__init__(
+            settings.inherit_env,
+            settings.max_stdin,
+            payload_path=settings.payload_path,
+            own_path_lookup=policy,
+        )
         self._store = store
         self.host_key = host_key(f"{host}:{process.boot_id() or 'unknown-boot'}")
 
@@ -73,12 +87,18 @@ class Worker:
     listener and the host janitor."""
 
     def __init__(self, settings: Settings, hostname: str) -> None:
+        """Raises `PolicyError` or `SecretsKeyError` for a file that cannot be used."""
         self.settings = settings
         self.id = f"{hostname}/{os.getpid()}"
         self.store = RedisStore(settings.store, settings.max_output)
         self.store.ttl_ms = int(settings.liveness_ttl * 1000)
-        self.runner = WorkerRunner(self.store, hostname, settings)
-        self.service = Service(settings, self.store, self.runner, shared=True)
+        # The same policy loading as handler-serve's (rules' bare names on the payloads' PATH).
+        paths = process.HostPaths(settings.payload_path or process.DEFAULT_PATH)
+        policy = command_policy.load(settings.allow, settings.policy, paths)
+        self.runner = WorkerRunner(self.store, hostname, settings, policy is not None)
+        key_file = settings.secrets_key_file
+        self.sealer = Sealer(key_file) if key_file is not None else None
+        self.service = Service(settings, self.store, self.runner, policy=policy, shared=True)
         self._stopping: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -100,9 +120,18 @@ class Worker:
         await self.runner.close()
         await self.store.close()
 
-    async def take(self, payload_id: str) -> None:
-        """A Celery task's work: run the payload to its end, if it is still ours to run."""
-        await self.service.take(payload_id, self.id)
+    async def take(self, payload_id: str, sealed: str | None = None) -> None:
+        """A Celery task's work: run the payload to its end, if it is still ours to run.
+        `sealed`: its secret_env values, encrypted by the API (see `Sealer`)."""
+        secrets, missing = None, "did not reach this worker"
+        if sealed is not None and self.sealer is None:
+            missing = "cannot be read on this worker: it has no --secrets-key-file"
+        elif sealed is not None and self.sealer is not None:
+            try:
+                secrets = self.sealer.open(payload_id, sealed)
+            except SecretsKeyError as exc:
+                missing = f"cannot be read on this worker: {exc}"
+        await self.service.take(payload_id, self.id, secrets, missing)
         # It ended here and its group was reaped: nothing for the janitor to find.
         with contextlib.suppress(RedisError, OSError):
             await self.store.forget_host(self.runner.host_key, payload_id)
@@ -149,6 +178,9 @@ class Worker:
                         if message["type"] == "message":
                             await self._on_control(message["data"])
             except (RedisError, OSError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # see RedisStore.changes
+                    raise asyncio.CancelledError from exc
                 log.warning("control: lost the channel (%s); subscribing again", exc)
                 await asyncio.sleep(0.5)
 
@@ -206,6 +238,44 @@ class Worker:
             await self.store.forget_host(key, payload_id)
 
 
+class WakingPool(ThreadsPool):  # type: ignore[misc]
+    """Celery's threads pool, waking the worker's event loop each time a slot frees.
+
+    With `worker_disable_prefetch`, the consumer stops asking Redis for messages while every
+    slot is taken, and asks again only when its loop next turns; a slot freed by a pool
+    thread does not turn it, so a worker with work queued sat idle until some timer fired
+    (one worker process drained ~12-27 payloads/s). A byte on a pipe the loop watches,
+    written once the task is marked done (the future's callback runs after Celery's own),
+    turns it at once.
+    """
+
+    _wake_fd: int | None = None
+
+    def register_with_event_loop(self, loop: Any) -> None:
+        super().register_with_event_loop(loop)
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        loop.add_reader(read, self._drain, read)
+        self._wake_fd = write
+
+    def on_apply(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().on_apply(*args, **kwargs)
+        if self._wake_fd is not None:
+            result.f.add_done_callback(self._wake)
+        return result
+
+    def _wake(self, _: object) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_fd or -1, b"\0")
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(fd, 4096):
+                pass
+
+
 def _loop_thread() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, name="payloads", daemon=True).start()
@@ -217,15 +287,19 @@ def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | N
     config = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config)
     host = hostname or socket.gethostname()
+    try:
+        worker = Worker(settings, host)
+    except (command_policy.PolicyError, SecretsKeyError) as exc:
+        print(f"pericles worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     loop = _loop_thread()
-    worker = Worker(settings, host)
     asyncio.run_coroutine_threadsafe(worker.open(), loop).result()
     app = make_app(settings.store)
 
     @app.task(bind=True, name=TASK, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
-    def run_payload(task: Any, payload_id: str) -> None:
+    def run_payload(task: Any, payload_id: str, sealed: str | None = None) -> None:
         try:
-            asyncio.run_coroutine_threadsafe(worker.take(payload_id), loop).result()
+            asyncio.run_coroutine_threadsafe(worker.take(payload_id, sealed), loop).result()
         except (RedisError, OSError) as exc:
             # Redis unreachable before the claim: the message was taken (acks early), so
             # send it again. Harmless after a claim too: the claim lets only one start.
@@ -239,7 +313,7 @@ def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | N
         log.info("pericles worker ready: %s, queues %s, %d slots", worker.id, queues, slots)
 
     celery_worker = app.Worker(
-        pool="threads",
+        pool_cls=WakingPool,
         concurrency=slots,
         queues=list(queues),
         hostname=f"pericles@{host}-{os.getpid()}",

@@ -200,3 +200,33 @@ def test_delete_forgets_the_output(backend: StoreBackend) -> None:
 
 def test_ping_answers_while_open(backend: StoreBackend) -> None:
     with_store(backend, lambda store: store.ping())
+
+
+def test_deliveries_are_kept_with_their_record_and_go_with_it(backend: StoreBackend) -> None:
+    from pericles.model import Delivery, DeliveryState
+
+    kept, other = record(), record()
+
+    def delivery(payload: Payload, n: int) -> Delivery:
+        return Delivery(new_id(), payload.id, "finished", f"http://h/{n}", "{}", utcnow())
+
+    async def body(store: Store) -> None:
+        await store.add(kept)
+        await store.add(other)
+        first, second = delivery(kept, 1), delivery(kept, 2)
+        await store.put_delivery(first)
+        await store.put_delivery(second)
+        await store.put_delivery(delivery(other, 3))
+        done = dataclasses.replace(first, state=DeliveryState.DELIVERED.value)
+        await store.put_delivery(done)
+        assert await store.deliveries(kept.id) == [done, second]
+        unfinished = {d.url for d in await store.unfinished_deliveries()}
+        assert unfinished == {"http://h/2", "http://h/3"}
+        await store.delete(kept.id)
+        with pytest.raises(PayloadNotFound):
+            await store.deliveries(kept.id)
+        with pytest.raises(PayloadNotFound):
+            await store.put_delivery(second)
+        assert {d.url for d in await store.unfinished_deliveries()} == {"http://h/3"}
+
+    with_store(backend, body)

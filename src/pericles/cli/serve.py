@@ -27,7 +27,7 @@ from pericles.actions import ActionsError
 from pericles.api.app import create_app
 from pericles.api.protocol import bounded_head_protocol
 from pericles.cli import flags
-from pericles.errors import StoreUnavailable
+from pericles.errors import SecretsKeyError, StoreUnavailable
 from pericles.logs import log_config
 from pericles.policy import PolicyError
 from pericles.process import UnknownIdentity
@@ -102,7 +102,10 @@ class _Server(uvicorn.Server):
     """uvicorn on a socket bound beforehand, still saying where it runs once it does.
 
     uvicorn logs "Uvicorn running on ..." only for sockets it binds itself; people and
-    tests read the port (for --port 0) from that line.
+    tests read the port (for --port 0) from that line. When told to stop, it tells the
+    service first (`stopping`): long waits answer and event streams end, for uvicorn waits
+    for open connections to close (up to `--shutdown-grace`) and a stream never closes
+    by itself.
     """
 
     def __init__(self, config: uvicorn.Config, stopping: Callable[[], None]) -> None:
@@ -138,7 +141,7 @@ def serve(
     max_connections = settings.max_connections or connection_limit(open_files, settings.max_running)
     try:
         server = Server(settings, tokens, os.environ)
-    except (PolicyError, ActionsError, UnknownIdentity) as exc:
+    except (PolicyError, ActionsError, UnknownIdentity, SecretsKeyError) as exc:
         sock.close()
         raise _fail(str(exc)) from None
     except StoreUnavailable as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,6 +11,22 @@ import typer
 # Settings (pydantic-settings, about 80 ms to import) only when a worker starts: every
 # `pericles` command registers this one, and `pericles --help` should not pay for it.
 _MiB = 1024 * 1024
+
+
+#: handler-serve's help for the same settings (`Settings` field descriptions), written out
+#: so `--help` need not import Settings; tests/test_cluster.py checks they still agree.
+SHARED_HELP = {
+    "policy": "TOML file of command rules (see README); none: any",
+    "allow": (
+        "Repeatable: a command that may run (path, bare name or wildcard pattern, matched on "
+        "the resolved file); with --policy, adds to its rules"
+    ),
+    "secrets_key_file": (
+        "File holding a key (32 characters or more), the same on every API replica and "
+        "worker: with --runner celery, secret_env values cross the broker encrypted with "
+        "it, in the payload's message only; without it they are refused"
+    ),
+}
 
 
 def worker(
@@ -43,6 +60,21 @@ def worker(
     inherit_env: Annotated[
         bool, typer.Option(help="Give payloads this worker's environment, not PATH only")
     ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help=SHARED_HELP["policy"]
+            + "; the same file as the API's: each payload is judged again "
+            "here before it starts, and one this policy refuses ends as a start error",
+        ),
+    ] = None,
+    allow: Annotated[
+        list[str] | None, typer.Option(metavar="CMD", help=SHARED_HELP["allow"])
+    ] = None,
+    secrets_key_file: Annotated[
+        Path | None, typer.Option(metavar="FILE", help=SHARED_HELP["secrets_key_file"])
+    ] = None,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug")] = "info",
 ) -> None:
     """Run payloads queued by `handler-serve --runner celery`, with the same process code."""
@@ -62,6 +94,9 @@ def worker(
             inherit_env=inherit_env,
             log_level=log_level,
             max_running=0,
+            policy=policy,
+            allow=allow or [],
+            secrets_key_file=secrets_key_file,
         )
     except ValidationError as exc:
         print(f"pericles worker: invalid settings:\n{exc}", file=sys.stderr)

@@ -133,6 +133,22 @@ class Admission:
             raise answer.error()
         return answer
 
+    async def again(self, spec: PayloadSpec, file: Resolved | None, caller: str | None) -> Admitted:
+        """A spec another process admitted (an API replica), judged again by this process's
+        own policy just before it starts here (a celery worker): the last line, on the host
+        where it runs. `file` is what that API admitted, if its policy resolved one.
+
+        Raises `StartFailed` naming the refusing rule when this policy refuses the spec.
+        """
+        if self._policy is None:
+            return Admitted(spec, file, NO_POLICY, caller)
+        decision, resolved = await self._decide(spec)
+        if not decision.allowed:
+            rule = f" (rule {decision.rule})" if decision.rule else ""
+            raise StartFailed(f"refused by the worker's command policy{rule}: {decision.reason}")
+        # The file judged here is the one to run; `for_start` checks it did not change since.
+        return Admitted(spec, file or resolved, decision, caller)
+
     async def for_start(self, admitted: Admitted) -> Resolved:
         """The file to run, resolved again; `StartFailed` unless it is the file admitted."""
         resolved = await self._runner.identify(admitted.spec)

@@ -140,14 +140,23 @@ class Callbacks:
 
     # -- new deliveries --------------------------------------------------------------------
 
+    def _urls(self, record: Payload, event: str) -> list[str]:
+        urls = [c["url"] for c in record.callbacks or () if event in c["events"]]
+        if event != "started":
+            urls += self._server_urls
+        return urls
+
+    def wanted(self, record: Payload, before: Status | None) -> str | None:
+        """The event a move to `record` is, when some callback asks for it."""
+        event = event_of(record, before)
+        return event if event is not None and self._urls(record, event) else None
+
     def published(self, record: Payload, before: Status | None) -> None:
         """Called by `Records` for every write: start the deliveries its event asks for."""
         event = event_of(record, before)
         if event is None:
             return
-        urls = [c["url"] for c in record.callbacks or () if event in c["events"]]
-        if event != "started":
-            urls += self._server_urls
+        urls = self._urls(record, event)
         if not urls:
             return
         body = orjson.dumps(record_fields(record), option=_JSON).decode()

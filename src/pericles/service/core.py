@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from pericles.errors import (
     AlreadyTerminal,
@@ -50,13 +50,13 @@ from pericles.model import (
     utcnow,
 )
 from pericles.outbound.sender import Sender
-from pericles.policy import NO_POLICY, Decision, Policy
-from pericles.runner import Runner
+from pericles.policy import Decision, Policy
+from pericles.runner import Runner, StartFailed
 from pericles.service.admission import Admission, Admitted
 from pericles.service.callbacks import Callbacks
 from pericles.service.following import follow, wait_for_end
 from pericles.service.records import Records, check_transition
-from pericles.service.recovery import Waiting, recover, spec_of
+from pericles.service.recovery import Waiting, recover, spec_of, with_secrets
 from pericles.service.run import Run
 from pericles.settings import Settings
 from pericles.store import Store
@@ -186,7 +186,7 @@ class Service:
         # Noted before the first await, so a concurrent retry with the key finds this payload.
         if idempotency_key is not None:
             self._keys.put(idempotency_key, record.id)
-        await self._records.add(record)
+        await self._store_new(record, admitted)
         return await self._enqueue(record, admitted)
 
     def _check_room(self) -> None:
@@ -196,6 +196,10 @@ class Service:
                 f"{self.pending_count} payloads are waiting already (--max-pending)",
                 retry_after=1,
             )
+
+    async def _store_new(self, record: Payload, admitted: Admitted) -> None:
+        """Keep a new pending record (and publish it)."""
+        await self._records.add(record)
 
     def _pending(self, record: Payload, admitted: Admitted) -> Payload:
         """The pending record to store for an admitted spec."""
@@ -309,7 +313,13 @@ class Service:
         run.task.add_done_callback(functools.partial(self._on_run_done, run))
         return run
 
-    async def take(self, payload_id: str, worker: str) -> bool:
+    async def take(
+        self,
+        payload_id: str,
+        worker: str,
+        secrets: Mapping[str, str] | None = None,
+        missing: str = "did not reach this worker",
+    ) -> bool:
         """Run a payload another process created and queued (a celery worker's task), to
         its end; False when it was not ours to run.
 
@@ -318,8 +328,11 @@ class Service:
         or claimed already (a message delivered twice) is left alone. A claimant that dies
         leaves it to the reaper, which records it `lost`: it may have started.
 
-        The API that took it admitted it; here only the file is checked again, against the
-        path and digest it admitted (when its policy resolved one), on this host.
+        `secrets`: the secret_env values its message carried (never stored), or None and
+        why (`missing`). The API that took it admitted it; here this process's own policy
+        judges it again (`Admission.again`: a refusal ends it as a start error naming the
+        rule), and the file is checked against the path and digest admitted (when a policy
+        resolved one).
         """
         try:
             record = await self.store.get(payload_id)
@@ -330,12 +343,17 @@ class Service:
             return False
         record = dataclasses.replace(record, worker=worker)
         try:
-            spec = spec_of(record)
+            spec = with_secrets(record, spec_of(record), secrets, missing)
         except InvalidSpec as exc:
             reason = start_error(record.cmd, str(exc))
             await self._records.move(record, Status.ERROR, status=reason, finished_at=utcnow())
             return True
-        admitted = Admitted(spec, _admitted_file(record), NO_POLICY, record.created_by)
+        try:
+            admitted = await self._admission.again(spec, _admitted_file(record), record.created_by)
+        except StartFailed as exc:
+            reason = start_error(record.cmd, exc.reason)
+            await self._records.move(record, Status.ERROR, status=reason, finished_at=utcnow())
+            return True
         await self._start(record, admitted).ended()
         return True
 
@@ -434,9 +452,13 @@ class Service:
         Called as the HTTP server stops taking connections, before it lets the requests in
         flight finish. A long wait (`?wait=`, MCP's `run` and `wait`) would otherwise hold
         that drain until its bound ran out and the request was cancelled mid-answer.
+        Event streams (a payload's and the status feed) end too, for the same reason: an
+        open stream never ends by itself. Their clients resume elsewhere (another replica,
+        or this one restarted) from their last event id.
         """
         self.stopping = True
-        self._records.changes.notify_all()
+        self._records.changes.close()  # wakes every waiter, as notify_all
+        self._records.feed.close()
 
     async def read_output(self, payload_id: str, stream: str, offset: int) -> tuple[bytes, int]:
         return await self.store.read_output(payload_id, stream, offset)

@@ -60,5 +60,7 @@ async def follow(
             if record.state != seen:
                 yield record
             return
+        if changes.closed:
+            return  # shutting down: the client resumes elsewhere with its last event id
         if not pieces and not await changes.wait(payload_id, version, heartbeat):
             yield None

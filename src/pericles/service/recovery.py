@@ -9,11 +9,11 @@ Ended ones count towards retention from when they ended.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from pericles.errors import InvalidSpec, PolicyDenied
 from pericles.lifecycle.queue import PendingQueue
@@ -51,6 +51,23 @@ def spec_of(record: Payload) -> PayloadSpec:
         return PayloadSpec.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
         raise InvalidSpec(f"payload {record.id}: its stored spec is not valid: {exc}") from exc
+
+
+def with_secrets(
+    record: Payload, spec: PayloadSpec, secrets: Mapping[str, str] | None, missing: str
+) -> PayloadSpec:
+    """`spec` with the secret_env values its message carried (a celery worker's payload):
+    exactly the names its record lists. Raises `InvalidSpec` (why: `missing`, when none
+    came) otherwise: it must not run without them, nor with others."""
+    names = record.secret_env_names or []
+    if not names and not secrets:
+        return spec
+    if secrets is None:
+        raise InvalidSpec(f"its secret_env values {missing}")
+    if sorted(secrets) != sorted(names):
+        raise InvalidSpec("its secret_env values are not the ones its record names")
+    values = {name: SecretStr(value) for name, value in secrets.items()}
+    return spec.model_copy(update={"secret_env": values})
 
 
 def by_end(records: Iterable[Payload], now: datetime) -> list[tuple[str, float]]:

@@ -29,12 +29,13 @@ from pericles.model import (
     STDIN_PIPE,
     Payload,
     Status,
-    start_error,
     utcnow,
 )
+from pericles.outbound.sender import Sender
 from pericles.policy import Policy
 from pericles.runner.celery import CeleryRunner
 from pericles.service.admission import Admitted
+from pericles.service.callbacks import Callbacks
 from pericles.service.core import Service
 from pericles.service.records import check_transition
 from pericles.settings import Settings
@@ -45,6 +46,8 @@ log = logging.getLogger("pericles.service")
 _LIVE = (Status.WORKING, Status.PAUSED)
 #: How long a signal request waits for the worker to record the pause or resume it causes.
 _SIGNAL_WAIT = 5.0
+#: Seconds the change listener and the reaper get to stop at shutdown.
+_STOP_WITHIN = 2.0
 
 
 class RemoteService(Service):
@@ -55,8 +58,24 @@ class RemoteService(Service):
         runner: CeleryRunner,
         metrics: Metrics | None = None,
         policy: Policy | None = None,
+        sender: Sender | None = None,
+        callback_secrets: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(settings, store, runner, metrics, policy, shared=True)
+        super().__init__(
+            settings,
+            store,
+            runner,
+            metrics,
+            policy,
+            shared=True,
+            sender=sender,
+            callback_secrets=callback_secrets,
+        )
+        # Callbacks go by what is heard on the change feed (any worker's or replica's
+        # write), not by this process's own writes, which the feed brings back too.
+        if self._callbacks is not None:
+            self._records.listeners.remove(self._callbacks.published)
+        self._background: set[asyncio.Task[None]] = set()
         self._redis_store = store
         self._celery = runner
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,42 +110,65 @@ class RemoteService(Service):
             return record
         return dataclasses.replace(record, exe=file.exe, exe_sha256=file.sha256)
 
+    async def _store_new(self, record: Payload, admitted: Admitted) -> None:
+        # The record and its Celery message in one Redis step: one round trip, and never a
+        # record stored but not queued (or a message for no record).
+        secrets = admitted.spec.secret_env or {}
+        values = {name: value.get_secret_value() for name, value in secrets.items()}
+        message = self._celery.message(record, values)
+        await self._redis_store.add(record, queued=(message.queue, message.text))
+        self._records.published(record, None)
+
     async def _enqueue(self, record: Payload, admitted: Admitted) -> Payload:
-        try:
-            self._celery.submit(record)
-        except ServiceUnavailable:
-            # Stored but not queued: it would wait forever. It ends now, and the client is told.
-            with contextlib.suppress(StaleRecord, PayloadNotFound):
-                await self._records.move(
-                    record,
-                    Status.ERROR,
-                    status=start_error(record.cmd, "the broker did not take it"),
-                    finished_at=utcnow(),
-                )
-            raise
         self._counts_cache[Status.PENDING] += 1
         return record
 
     # -- what other processes changed -----------------------------------------------------
 
     async def _listen(self) -> None:
-        async for kind, payload_id, record in self._redis_store.changes():
+        async for kind, payload_id, record, before in self._redis_store.changes():
             if kind == "o":
                 self._records.changes.notify(payload_id)
             elif record is not None:
                 self._records.heard(record)
+                self._callback(record, before)
             elif kind == "s":  # deleted
                 self._records.changes.forget(payload_id)
             else:  # reconnected: anything may have changed
                 self._records.changes.notify_all()
 
+    # -- callbacks: every replica hears every change; the first to claim its event sends --
+
+    def _callback(self, record: Payload, before: Status | None) -> None:
+        callbacks = self._callbacks
+        if callbacks is None:
+            return
+        event = callbacks.wanted(record, before)
+        if event is not None:
+            task = asyncio.create_task(self._send_once(callbacks, record, before, event))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _send_once(
+        self, callbacks: Callbacks, record: Payload, before: Status | None, event: str
+    ) -> None:
+        try:
+            if await self._redis_store.claim_event(record.id, event):
+                callbacks.published(record, before)
+        except Exception:
+            log.exception("payload %s: cannot claim its %s callbacks", record.id, event)
+
     async def _reap(self) -> None:
-        """Every heartbeat: payloads whose worker stopped renewing them become `lost`."""
+        """Every heartbeat: payloads whose worker stopped renewing them become `lost`, and
+        ended payloads past `--keep-finished` or `--keep-for` are forgotten (by whichever
+        replica gets there first: one script each time, so each is evicted once)."""
+        settings = self._settings
         while True:
-            await asyncio.sleep(self._settings.heartbeat)
+            await asyncio.sleep(settings.heartbeat)
             try:
                 for payload_id in await self._redis_store.expired():
                     await self._lose_expired(payload_id)
+                await self._redis_store.evict_ended(settings.keep_finished, settings.keep_for)
                 for state in self._counts_cache:
                     self._counts_cache[state] = await self._redis_store.count(state)
                 self._counts_cache[Status.WORKING] += await self._redis_store.count(Status.PAUSED)
@@ -150,7 +192,10 @@ class RemoteService(Service):
                 self._records.published(lost, record.state)
 
     async def recover(self) -> None:
-        """Start following the shared store, and reaping: no payload runs in this process."""
+        """Start following the shared store, and reaping: no payload runs in this process.
+        Deliveries left unfinished (by a replica that stopped) are taken up."""
+        if self._callbacks is not None:
+            await self._callbacks.resume()
         self._tasks = [
             asyncio.create_task(self._listen(), name="store-changes"),
             asyncio.create_task(self._reap(), name="reaper"),
@@ -161,7 +206,16 @@ class RemoteService(Service):
         self._accepting = False
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a task stuck on Redis must not hold the replica's exit.
+            _, stuck = await asyncio.wait(self._tasks, timeout=_STOP_WITHIN)
+            for task in stuck:
+                log.warning("shutdown: %s did not stop within %gs", task.get_name(), _STOP_WITHIN)
+        for task in self._background:
+            task.cancel()
+        if self._callbacks is not None:
+            # Deliveries not sent yet stay in Redis: a replica started later takes them up.
+            await self._callbacks.close()
 
     # -- cancel, signals, stdin: sent to the worker that runs the payload ------------------
 

@@ -9,6 +9,9 @@ Layout (per-payload keys share the hash tag `{id}`, so a payload's keys stay in 
   and `d` (the bytes). Entries wholly inside the dropped middle are deleted as the tail moves.
 - `pericles:all`, `pericles:state:<state>`: sorted sets of ids by `seq`, for lists.
 - `pericles:deadlines`: the liveness deadline (ms, Redis clock) of each working payload.
+- `pericles:ended`: when each ended payload ended (µs, Redis clock), for retention (`EVICT`).
+- `pericles:{id}:deliveries`, `pericles:deliveries:unfinished`: callback deliveries
+  (`store/redis_deliveries.py`). Key names live in `store/redis_keys.py`.
 
 Every status change runs the `MOVE` script (compare and set on the state before, checked
 against the model's transition table). Output bytes are kept by the same head-and-tail rule
@@ -40,43 +43,38 @@ from pericles.model import STREAMS, ListQuery, Page, Payload, Piece, Status
 from pericles.store import redis_lua
 from pericles.store.base import Store
 from pericles.store.output import OutputLog
+from pericles.store.redis_deliveries import RedisDeliveries
+from pericles.store.redis_keys import (
+    ALL,
+    CHANGES,
+    DEADLINES,
+    ENDED,
+    META,
+    PREFIX,
+    SEQ,
+    STATE_KEYS,
+    cancel_key,
+    deliveries_key,
+    output_key,
+    record_key,
+    state_key,
+)
 from pericles.store.snapshot import ChunkRow, restore
 
 log = logging.getLogger("pericles.store")
 
 _RECORDS = TypeAdapter(Payload)
-PREFIX = "pericles:"
-CHANGES = PREFIX + "changes"
-_ALL = PREFIX + "all"
-_SEQ = PREFIX + "seq"
-_META = PREFIX + "meta"
-DEADLINES = PREFIX + "deadlines"
 _BATCH = 256
 #: Seconds a stop request is kept for a worker that missed the message.
 _STOP_TTL = 24 * 3600
 
 
-def record_key(payload_id: str) -> str:
-    return f"{PREFIX}{{{payload_id}}}"
-
-
-def output_key(payload_id: str, stream: str) -> str:
-    return f"{PREFIX}{{{payload_id}}}:out:{stream}"
-
-
-def cancel_key(payload_id: str) -> str:
-    return f"{PREFIX}{{{payload_id}}}:cancel"
-
-
-def host_key(host: str) -> str:
-    return f"{PREFIX}host:{host}"
-
-
-def _state_key(state: Status) -> str:
-    return f"{PREFIX}state:{state.value}"
-
-
-_STATE_KEYS = [_state_key(s) for s in redis_lua.STATES]
+def _cancelling() -> bool:
+    """Whether this task is being cancelled: a cancel that reached redis-py in the middle of
+    a read can come out as a connection error, and a loop that subscribes again on errors
+    would then never end (a shutdown waiting on it, neither)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @dataclasses.dataclass
@@ -134,13 +132,20 @@ def _clip(stream: str, entry_id: bytes, fields: dict[bytes, bytes], kept: _Kept)
     return rows
 
 
-def _change(data: bytes) -> tuple[str, str, Payload | None]:
+#: A change heard: kind ("s" record, "o" output, "*" reconnected), payload id, the record as
+#: written (None: deleted, or output), the state before the write (None: new, or unknown).
+Change = tuple[str, str, Payload | None, Status | None]
+
+
+def _change(data: bytes) -> Change:
     head, _, body = data.partition(b"\n")
     text = head.decode()
-    return text[0], text[1:], _RECORDS.validate_json(body) if body else None
+    payload_id, _, before = text[1:].partition(" ")
+    record = _RECORDS.validate_json(body) if body else None
+    return text[0], payload_id, record, Status(before) if before else None
 
 
-class RedisStore(Store):
+class RedisStore(RedisDeliveries, Store):
     """A shared store: unlike the other backends, it keeps no record index in memory (other
     processes change records at any time); every public method reads and writes Redis. The
     output's head-and-tail accounting is the shared `OutputLog`'s."""
@@ -168,6 +173,8 @@ class RedisStore(Store):
         self._renew = self._redis.register_script(redis_lua.RENEW)
         self._claim = self._redis.register_script(redis_lua.CLAIM)
         self._expired = self._redis.register_script(redis_lua.EXPIRED)
+        self._evict = self._redis.register_script(redis_lua.EVICT)
+        self._claim_event = self._redis.register_script(redis_lua.CLAIM_EVENT)
         self._writers: dict[str, _Writer] = {}
         #: Liveness TTL in ms armed on every move into a live state (the runner sets it).
         self.ttl_ms = 5000
@@ -191,17 +198,15 @@ class RedisStore(Store):
 
     # -- records --------------------------------------------------------------------------
 
-    async def add(self, record: Payload) -> None:
-        added = await self._add(
-            keys=[record_key(record.id), _SEQ, _ALL, _state_key(record.state)],
-            args=[
-                record.id,
-                record.state.value,
-                record.status,
-                _RECORDS.dump_json(record),
-                CHANGES,
-            ],
-        )
+    async def add(self, record: Payload, queued: tuple[str, str] | None = None) -> None:
+        """`Store.add`; with `queued` (a broker list and a message), the message is pushed
+        on that list in the same step (see `CeleryRunner.message`)."""
+        keys = [record_key(record.id), SEQ, ALL, state_key(record.state)]
+        args = [record.id, record.state.value, record.status, _RECORDS.dump_json(record), CHANGES]
+        if queued is not None:
+            keys.append(queued[0])
+            args.append(queued[1])
+        added = await self._add(keys=keys, args=args)
         if not added:
             raise ValueError(f"payload {record.id} already stored")
 
@@ -215,7 +220,7 @@ class RedisStore(Store):
 
     async def _put(self, record: Payload, before: Status | None, if_expired: bool) -> bool:
         result = await self._move(
-            keys=[record_key(record.id), DEADLINES, *_STATE_KEYS],
+            keys=[record_key(record.id), DEADLINES, *STATE_KEYS, ENDED],
             args=[
                 record.id,
                 before.value if before is not None else "",
@@ -266,9 +271,9 @@ class RedisStore(Store):
         return (await self.query(ListQuery())).records
 
     async def query(self, query: ListQuery) -> Page:
-        index = _ALL
+        index = ALL
         if len(query.statuses) == 1:
-            index = _state_key(next(iter(query.statuses)))
+            index = state_key(next(iter(query.statuses)))
         bound = "-inf" if not query.descending else "+inf"
         if query.after is not None:
             seq = await self._redis.hget(record_key(query.after), "seq")
@@ -314,8 +319,12 @@ class RedisStore(Store):
         self._writers.pop(payload_id, None)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(record_key(payload_id))
-            pipe.delete(*(output_key(payload_id, s) for s in STREAMS), cancel_key(payload_id))
-            for index in (_ALL, DEADLINES, *_STATE_KEYS):
+            pipe.delete(
+                *(output_key(payload_id, s) for s in STREAMS),
+                cancel_key(payload_id),
+                deliveries_key(payload_id),
+            )
+            for index in (ALL, DEADLINES, ENDED, *STATE_KEYS):
                 pipe.zrem(index, payload_id)
             pipe.publish(CHANGES, "s" + payload_id)
             removed = await pipe.execute()
@@ -323,11 +332,11 @@ class RedisStore(Store):
             raise PayloadNotFound(payload_id)
 
     async def get_meta(self, key: str) -> str | None:
-        value = await self._redis.hget(_META, key)
+        value = await self._redis.hget(META, key)
         return value.decode() if value is not None else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self._redis.hset(_META, key, value)
+        await self._redis.hset(META, key, value)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -445,24 +454,42 @@ class RedisStore(Store):
     async def host_payloads(self, key: str) -> builtins.list[str]:
         return [member.decode() for member in await self._redis.smembers(key)]
 
-    async def count(self, state: Status) -> int:
-        return int(await self._redis.zcard(_state_key(state)))
+    async def evict_ended(self, keep: int, keep_for: float | None) -> int:
+        """Forget ended payloads past `keep` of them or older than `keep_for` seconds, oldest
+        first, as `delete` does; how many. Safe to run from several processes at once."""
+        evicted = 0
+        while True:
+            count = int(
+                await self._evict(
+                    keys=[ENDED, ALL, DEADLINES, *STATE_KEYS],
+                    args=[keep, "" if keep_for is None else keep_for, CHANGES, PREFIX, _BATCH],
+                )
+            )
+            evicted += count
+            if count < _BATCH:
+                return evicted
 
-    async def changes(self) -> AsyncIterator[tuple[str, str, Payload | None]]:
+    async def count(self, state: Status) -> int:
+        return int(await self._redis.zcard(state_key(state)))
+
+    async def changes(self) -> AsyncIterator[Change]:
         """Every change from now on, from any process: ("s", id, record as written, or None
-        when deleted) for a record, ("o", id, None) for output. On a lost connection it
-        yields ("*", "", None) once reconnected: anything may have changed meanwhile."""
+        when deleted, the state before) for a record, ("o", id, None, None) for output. On a
+        lost connection it yields ("*", "", None, None) once reconnected: anything may have
+        changed meanwhile."""
         lost = False
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGES)
                     if lost:
-                        yield "*", "", None
+                        yield "*", "", None, None
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             yield _change(message["data"])
             except (RedisError, OSError) as exc:
+                if _cancelling():
+                    raise asyncio.CancelledError from exc
                 log.warning("store: lost the change feed (%s); subscribing again", exc)
                 lost = True
                 await asyncio.sleep(0.5)

@@ -37,19 +37,22 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-#: KEYS: record, seq counter, all-records index, state index of pending. ARGV: id, state,
-#: wire status, record JSON. Returns 1, or 0 when the id is taken.
+#: KEYS: record, seq counter, all-records index, state index of pending, and optionally
+#: the broker's list of the payload's queue. ARGV: id, state, wire status, record JSON,
+#: changes channel, and the Celery message to push on that list. Returns 1, or 0 when the
+#: id is taken. Record and message in one step: none is stored but not queued.
 ADD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'rec', ARGV[4], 'seq', seq)
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('ZADD', KEYS[4], seq, ARGV[1])
+if KEYS[5] then redis.call('LPUSH', KEYS[5], ARGV[6]) end
 redis.call('PUBLISH', ARGV[5], 's' .. ARGV[1] .. '\\n' .. ARGV[4])
 return 1
 """
 
-#: KEYS: record, deadlines, then one index per state in `STATES` order.
+#: KEYS: record, deadlines, then one index per state in `STATES` order, then the ended index.
 #: ARGV: id, state before ('' for any), new state, wire status, record JSON, ttl ms,
 #: '1' to move only if the liveness deadline has passed (the reaper), changes channel,
 #: the worker that runs it ('' for none).
@@ -88,6 +91,11 @@ if cur ~= new then
     if name == new then redis.call('ZADD', KEYS[2 + i], seq, id) end
   end
 end
+-- Retention's order: when each payload ended, in microseconds by Redis's clock (see EVICT):
+-- scripts run one at a time, so two ends never share a score and the order is exact.
+if terminal[new] and not terminal[cur] then
+  redis.call('ZADD', KEYS[3 + #states], tonumber(t[1]) * 1000000 + tonumber(t[2]), id)
+end
 if live[new] or (new == 'pending' and owner) then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), id)
 else
@@ -95,7 +103,8 @@ else
 end
 -- The terminal state is the output's end marker: APPEND refuses anything after it.
 -- The record as written goes with the news: a reader sees each state, however fast.
-redis.call('PUBLISH', ARGV[8], 's' .. id .. '\\n' .. ARGV[5])
+-- With the state before: API replicas tell callback events ("started") from updates.
+redis.call('PUBLISH', ARGV[8], 's' .. id .. ' ' .. cur .. '\\n' .. ARGV[5])
 return {'ok'}
 """
 )
@@ -155,3 +164,48 @@ EXPIRED = (
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
 """
 )
+
+#: KEYS: the ended index, the all-records index, deadlines, then one index per state in
+#: `STATES` order. ARGV: ended payloads to keep, seconds to keep them ('' for ever), changes
+#: channel, key prefix, most to evict in one call. Forgets the ended payloads past either
+#: bound, oldest first, as `delete` does; one script, so replicas running it at once evict
+#: each payload once. Returns how many it evicted.
+EVICT = (
+    _tables()
+    + _NOW_MS
+    + """
+local ended, limit = KEYS[1], tonumber(ARGV[5])
+local ids = {}
+local over = redis.call('ZCARD', ended) - tonumber(ARGV[1])
+if over > 0 then ids = redis.call('ZRANGE', ended, 0, math.min(over, limit) - 1) end
+if ARGV[2] ~= '' and #ids < limit then
+  -- Both lists are prefixes of the same order: skip those the count took already.
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local horizon = now_us - math.floor(tonumber(ARGV[2]) * 1000000)
+  local old = redis.call('ZRANGEBYSCORE', ended, '-inf', horizon, 'LIMIT', #ids, limit - #ids)
+  for _, id in ipairs(old) do ids[#ids + 1] = id end
+end
+local evicted = 0
+for _, id in ipairs(ids) do
+  local rec = ARGV[4] .. '{' .. id .. '}'
+  local st = redis.call('HGET', rec, 'state')
+  redis.call('ZREM', ended, id)
+  if (not st) or terminal[st] then
+    redis.call('DEL', rec, rec .. ':out:stdout', rec .. ':out:stderr', rec .. ':cancel',
+      rec .. ':deliveries')
+    for i = 2, #KEYS do redis.call('ZREM', KEYS[i], id) end
+    if st then
+      redis.call('PUBLISH', ARGV[3], 's' .. id)
+      evicted = evicted + 1
+    end
+  end
+end
+return evicted
+"""
+)
+
+#: KEYS: record. ARGV: the claim's field. 1 for the first caller while the record exists.
+CLAIM_EVENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], '1')
+"""
