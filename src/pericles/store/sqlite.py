@@ -44,18 +44,21 @@ from pericles.store.snapshot import ChunkRow, TotalRow, chunk_rows, restore, tot
 from pericles.store.sqlite_schema import (
     DELETE_DELIVERIES,
     DELETE_META,
-    DELETE_PAYLOAD,
-    INSERT_CHUNK,
-    INSERT_PAYLOAD,
-    INSERT_TOTAL,
-    PUT_DELIVERY,
+    DELETE_PAYLOADS,
+    INSERT_CHUNKS,
+    INSERT_PAYLOADS,
+    INSERT_TOTALS,
+    PUT_DELIVERIES,
     PUT_META,
     SELECT_CHUNKS,
     SELECT_TOTALS,
+    UPDATE_FROM,
     UPDATE_PAYLOAD,
+    UPDATE_PAYLOADS,
     SqliteUrl,
     connect,
     delete_output,
+    run_many,
     vacuum,
 )
 
@@ -387,33 +390,31 @@ class SqliteStore(Store):
 
 def _apply(conn: sqlite3.Connection, batch: _Batch) -> None:
     if batch.adds:
-        conn.executemany(
-            INSERT_PAYLOAD,
-            [(r.id, r.status, _RECORDS.dump_json(r)) for r in batch.adds.values()],
-        )
+        rows = [(r.id, r.status, _RECORDS.dump_json(r)) for r in batch.adds.values()]
+        run_many(conn, INSERT_PAYLOADS, rows)
     if batch.puts:
-        conn.executemany(
-            UPDATE_PAYLOAD,
-            [(r.status, _RECORDS.dump_json(r), r.id) for r in batch.puts.values()],
-        )
+        rows = [(r.id, r.status, _RECORDS.dump_json(r)) for r in batch.puts.values()]
+        if UPDATE_FROM:
+            run_many(conn, UPDATE_PAYLOADS, rows)
+        else:
+            conn.executemany(UPDATE_PAYLOAD, rows)
     if batch.outputs:
         # A snapshot replaces the payload's earlier one (a running payload's checkpoint).
         delete_output(conn, batch.outputs.keys())
         chunks = [(i, *row) for i, snapshot in batch.outputs.items() for row in snapshot.chunks]
         totals = [(i, *row) for i, snapshot in batch.outputs.items() for row in snapshot.totals]
-        conn.executemany(INSERT_CHUNK, chunks)
-        conn.executemany(INSERT_TOTAL, totals)
+        run_many(conn, INSERT_CHUNKS, chunks)
+        run_many(conn, INSERT_TOTALS, totals)
     if batch.deliveries:
-        conn.executemany(
-            PUT_DELIVERY,
-            [(d.id, d.payload_id, _DELIVERIES.dump_json(d)) for d in batch.deliveries.values()],
-        )
+        deliveries = batch.deliveries.values()
+        rows = [(d.id, d.payload_id, _DELIVERIES.dump_json(d)) for d in deliveries]
+        run_many(conn, PUT_DELIVERIES, rows)
     if batch.deletes:
         keys = [(payload_id,) for payload_id in batch.deletes]
-        conn.executemany(DELETE_PAYLOAD, keys)
-        conn.executemany(DELETE_DELIVERIES, keys)
+        run_many(conn, DELETE_PAYLOADS, keys)
+        run_many(conn, DELETE_DELIVERIES, keys)
         delete_output(conn, batch.deletes)
     if batch.unmeta:
-        conn.executemany(DELETE_META, [(key,) for key in batch.unmeta])
+        run_many(conn, DELETE_META, [(key,) for key in batch.unmeta])
     if batch.meta:
-        conn.executemany(PUT_META, batch.meta.items())
+        run_many(conn, PUT_META, list(batch.meta.items()))
