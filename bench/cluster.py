@@ -18,22 +18,30 @@ Everything runs on this machine: a redis-server (AOF on), `handler-serve --runne
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis as redis_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.cluster import RedisServer, Worker, start_worker
 from tests.helpers import Server, post_many, start_server, wait_until
+
+from pericles.model import Status
+from pericles.store.redis_keys import state_key
+
+FINISHED = state_key(Status.FINISHED)
 
 
 def _records(client: httpx.Client) -> list[dict[str, Any]]:
@@ -58,23 +66,79 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def drain(redis: RedisServer, db: int, workers: int, count: int) -> float:
-    api = start_server("--store", redis.url(db), "--runner", "celery")
+#: The queue a drain's payloads wait on while no worker takes it, and the one they drain from.
+_HOLD, _DRAIN = "hold", "drain"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """Seconds of CPU a process used so far: its own threads', and its reaped children's."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / _TICK, (cutime + cstime) / _TICK
+
+
+def _machine_busy() -> float:
+    """Seconds of CPU used on this machine so far, by anyone (all cores)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / _TICK
+
+
+@dataclass
+class Drain:
+    """One drain: its rates and the CPU each part used per payload (ms)."""
+
+    span_rate: float  # payloads/s, first start to last end (from the records)
+    wall_rate: float  # payloads/s, from releasing the queue to the last end seen
+    cpu_ms: dict[str, float]  # per part, CPU ms per payload
+
+
+def drain(redis: RedisServer, db: int, workers: int, count: int) -> Drain:
+    """`count` payloads queued on a queue no worker takes; the workers start and wait on
+    another; then one RENAME hands the whole queue over at once, so every worker is ready
+    when the drain begins and the CPU measured is the drain's alone."""
+    url = redis.url(db)
+    store = redis_client.Redis.from_url(url)
+    api = start_server("--store", url, "--runner", "celery", "--max-pending", str(10 * count))
     started: list[Worker] = []
     try:
-        body = b'{"cmd": "/bin/true"}'
-        assert post_many(api.port, body, count) == count
+        body = b'{"cmd": "/bin/true", "queue": "%s"}' % _HOLD.encode()
+        created = post_many(api.port, body, count)
+        if created != count:
+            raise RuntimeError(
+                f"{count - created} POSTs failed; the API's log:\n{api.log()[-3000:]}"
+            )
         started = [
-            start_worker(redis.url(db), hostname=f"bench-{i}", slots=8, ttl=5)
+            start_worker(url, hostname=f"bench-{i}", queues=_DRAIN, slots=8, ttl=5)
             for i in range(workers)
         ]
+        assert redis.process is not None
+        parts = {"api": api.pid, "redis": redis.process.pid}
+        parts |= {f"worker{i}": w.pid for i, w in enumerate(started)}
+        before = {name: _cpu(pid) for name, pid in parts.items()}
+        machine = _machine_busy()
+        began = time.perf_counter()
+        store.rename(_HOLD, _DRAIN)
+        wait_until(lambda: store.zcard(FINISHED) >= count, 300, "the drain")
+        wall = time.perf_counter() - began
+        machine = _machine_busy() - machine
+        after = {name: _cpu(pid) for name, pid in parts.items()}
+        cpu = {name: (after[name][0] - before[name][0]) * 1000 / count for name in parts}
+        cpu["payloads"] = (
+            sum(after[n][1] - before[n][1] for n in parts if n.startswith("worker")) * 1000 / count
+        )
+        cpu["other"] = machine * 1000 / count - sum(cpu.values())
         with api.client() as client:
-            records = wait_until(lambda: _settled(client, count), 300, "the drain")
-        return _span_rate(records)
+            records = _records(client)
+        return Drain(_span_rate(records), count / wall, cpu)
     finally:
         for worker in started:
             worker.stop()
         api.stop()
+        store.close()
 
 
 def local(count: int) -> float:
@@ -173,25 +237,75 @@ def lost_detection(redis: RedisServer, db: int, rounds: int) -> list[float]:
     return found
 
 
+def _median_cpu(drains: list[Drain]) -> dict[str, float]:
+    return {name: statistics.median(d.cpu_ms[name] for d in drains) for name in drains[0].cpu_ms}
+
+
+def _print_drains(count: int, base: list[float], by_workers: dict[int, list[Drain]]) -> None:
+    local_rate = statistics.median(base)
+    one = statistics.median(d.span_rate for d in by_workers[1])
+    two = statistics.median(d.span_rate for d in by_workers[2])
+    rounds = len(base)
+    print(f"drain of {count} /bin/true (payloads/s, first start to last end; median of {rounds}):")
+    print(f"  local runner        {local_rate:8.0f}   rounds: {_rounds(base)}")
+    for workers, rate in ((1, one), (2, two)):
+        spans = [d.span_rate for d in by_workers[workers]]
+        walls = statistics.median(d.wall_rate for d in by_workers[workers])
+        label = f"celery, {workers} worker{'s' if workers > 1 else ''}"
+        print(
+            f"  {label:<19} {rate:8.0f}   rounds: {_rounds(spans)}; "
+            f"{walls:.0f}/s from release to last end; {rate / local_rate:.2f}x local"
+        )
+    ratios = [t.span_rate / o.span_rate for o, t in zip(by_workers[1], by_workers[2], strict=True)]
+    print(
+        f"  2 workers / 1 worker: {two / one:.2f}x (medians); per round "
+        + ", ".join(f"{r:.2f}x" for r in ratios)
+    )
+    print("CPU ms per payload during the drain (median of rounds; 'other': the rest of the")
+    print("machine, other programs included; 'payloads': the /bin/true children):")
+    for workers, rate in ((1, one), (2, two)):
+        cpu = _median_cpu(by_workers[workers])
+        cells = ", ".join(f"{name} {value:.2f}" for name, value in cpu.items())
+        print(f"  {workers} worker{'s' if workers > 1 else ''}: {cells}")
+        # Cores = CPU s per payload x payloads/s: what the drain kept busy, of this machine's.
+        ours = sum(v for k, v in cpu.items() if k != "other") * rate / 1000
+        workers_only = sum(v for k, v in cpu.items() if k.startswith("worker")) * rate / 1000
+        print(
+            f"    cores busy: {ours:.2f} for the drain ({workers_only:.2f} in worker processes), "
+            f"{cpu['other'] * rate / 1000:.2f} for the rest, of {os.cpu_count()}"
+        )
+
+
+def _rounds(values: list[float]) -> str:
+    return " ".join(f"{v:.0f}" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="payloads per drain")
+    parser.add_argument("--rounds", type=int, default=3, help="drains of each kind (median)")
     parser.add_argument("--samples", type=int, default=200, help="enqueue->start samples")
+    parser.add_argument("--drain-only", action="store_true", help="only the drains")
     args = parser.parse_args()
+    base: list[float] = []
+    by_workers: dict[int, list[Drain]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp)).start()
         try:
-            base = local(args.count)
-            one = drain(redis, 1, 1, args.count)
-            two = drain(redis, 2, 2, args.count)
-            lat = latencies(redis, 3, args.samples)
-            lost = lost_detection(redis, 4, 2)
+            # Interleaved rounds: a change in the machine's other load touches all kinds.
+            for _ in range(args.rounds):
+                base.append(local(args.count))
+                for workers in (1, 2):
+                    redis.flush()
+                    by_workers[workers].append(drain(redis, 1, workers, args.count))
+            if not args.drain_only:
+                lat = latencies(redis, 3, args.samples)
+                lost = lost_detection(redis, 4, 2)
         finally:
             redis.stop()
-    print(f"drain of {args.count} /bin/true (payloads/s, first start to last end):")
-    print(f"  local runner        {base:8.0f}")
-    print(f"  celery, 1 worker    {one:8.0f}  ({one / base:.2f}x local)")
-    print(f"  celery, 2 workers   {two:8.0f}  ({two / base:.2f}x local, {two / one:.2f}x 1 worker)")
+    _print_drains(args.count, base, by_workers)
+    if args.drain_only:
+        return
     print(
         f"enqueue->start p50 {lat['start_p50'] * 1000:.1f} ms, "
         f"p99 {lat['start_p99'] * 1000:.1f} ms ({args.samples} sequential payloads)"

@@ -89,6 +89,27 @@ def measure(kind: str, payloads: int, before: str | None) -> float:
         server.wait(30)
 
 
+def measure_containment(
+    payloads: int = 2000, rounds: int = 3, before: str | None = None
+) -> dict[str, float]:
+    """payloads/s with cgroups and with group + session (and the code in `before`, if
+    given), servers started alternately; medians of `rounds`, and the ratios. For
+    bench/compare.py."""
+    rates: dict[str, list[float]] = {"cgroup": [], "session": []}
+    if before:
+        rates["before"] = []
+    for _ in range(rounds):
+        for kind in rates:
+            rates[kind].append(measure(kind, payloads, before))
+            print(f"{kind}: {rates[kind][-1]:.0f} payloads/s", flush=True)
+    figures = {f"{kind}_per_s": statistics.median(values) for kind, values in rates.items()}
+    figures["cgroup_to_session"] = figures["cgroup_per_s"] / figures["session_per_s"]
+    if before:
+        figures["cgroup_to_before"] = figures["cgroup_per_s"] / figures["before_per_s"]
+        figures["session_to_before"] = figures["session_per_s"] / figures["before_per_s"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--payloads", type=int, default=2000)
@@ -97,20 +118,14 @@ def main() -> None:
         "--before", help="a source tree of the code before (git archive main | tar -x -C DIR)"
     )
     args = parser.parse_args()
-    rates: dict[str, list[float]] = {"cgroup": [], "session": []}
+    figures = measure_containment(args.payloads, args.rounds, args.before)
+    for key, value in figures.items():
+        if key.endswith("_per_s"):
+            print(f"median {key[: -len('_per_s')]}: {value:.0f} payloads/s")
+    print(f"cgroup / session: {figures['cgroup_to_session']:.3f}")
     if args.before:
-        rates["before"] = []
-    for _ in range(args.rounds):
-        for kind in rates:
-            rates[kind].append(measure(kind, args.payloads, args.before))
-            print(f"{kind}: {rates[kind][-1]:.0f} payloads/s", flush=True)
-    medians = {kind: statistics.median(values) for kind, values in rates.items()}
-    for kind, value in medians.items():
-        print(f"median {kind}: {value:.0f} payloads/s")
-    print(f"cgroup / session: {medians['cgroup'] / medians['session']:.3f}")
-    if "before" in medians:
-        print(f"cgroup / before: {medians['cgroup'] / medians['before']:.3f}")
-        print(f"session / before: {medians['session'] / medians['before']:.3f}")
+        print(f"cgroup / before: {figures['cgroup_to_before']:.3f}")
+        print(f"session / before: {figures['session_to_before']:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/output.py
 
-1. drain: `head -c 1GiB /dev/zero` as a payload, timed from POST until it is terminal
-   (long-poll), beside the same command writing to /dev/null without the server, in the same
-   run; and how far the server's peak RSS (VmHWM) grew.
+1. drain: `head -c 1GiB /dev/zero` (and 5 GiB) as a payload, timed from POST until it is
+   terminal (long-poll), beside the same command into a pipe that `cat` drains, and writing
+   to /dev/null, in the same round; medians of `--repeat` rounds; and how far the server's
+   peak RSS (VmHWM) grew. `measure_drain()` returns the figures.
 2. fan-out: one payload writes N bytes of text while 200 SSE clients follow it; delivered
    MB/s is the bytes all clients received over the time until the last one got the end.
 
@@ -17,10 +18,12 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvloop
@@ -28,10 +31,15 @@ import uvloop
 from serverproc import ServerProcess, handler_serve_argv
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 def say(line: str = "") -> None:
     print(line, flush=True)
+
+
+def say_all(*parts: object) -> None:
+    print(*parts, flush=True)
 
 
 def vm_value(pid: int, field: str) -> int:
@@ -74,32 +82,72 @@ async def served_drain(client: httpx.AsyncClient, size: int) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drain_round(client: httpx.AsyncClient, pid: int, size: int) -> dict[str, float]:
+    """One round: the command to /dev/null, into a pipe `cat` drains, and as a payload."""
+    base = direct_drain(size)
+    piped = piped_drain(size)
+    cpu = cpu_seconds(pid)
+    served = await served_drain(client, size)
+    return {
+        "direct_mb_s": size / 1e6 / base,
+        "pipe_cat_mb_s": size / 1e6 / piped,
+        "served_mb_s": size / 1e6 / served,
+        "ratio_to_pipe": piped / served,
+        # Steadier than wall time on shared cores: what the server spent on it.
+        "server_cpu_s_per_gib": (cpu_seconds(pid) - cpu) * GiB / size,
+    }
+
+
+async def drain_figures(port: int, pid: int, size: int, rounds: int) -> dict[str, Any]:
+    """`rounds` rounds of `drain_round` on the server at `port`: medians, and the growth of
+    its peak RSS."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=900) as c:
+        peak_before = vm_value(pid, "VmHWM")
+        rss_before = vm_value(pid, "VmRSS")
+        runs = [await drain_round(c, pid, size) for _ in range(rounds)]
+        peak_after = vm_value(pid, "VmHWM")
+    figures: dict[str, Any] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    figures["bytes"] = size
+    figures["rounds"] = runs
+    figures["peak_rss_growth_mib"] = (peak_after - max(peak_before, rss_before)) / MiB
+    return figures
+
+
+def measure_drain(
+    sizes: tuple[int, ...] = (GiB, 5 * GiB), rounds: int = 3
+) -> dict[int, dict[str, Any]]:
+    """Drain throughput through a default server against pipe + `cat`, same run, per size:
+    medians of `rounds` (see `drain_round`). For bench/compare.py."""
+
+    async def run() -> dict[int, dict[str, Any]]:
+        with ServerProcess("pericles", handler_serve_argv()).start() as server:
+            return {s: await drain_figures(server.port, server.pid, s, rounds) for s in sizes}
+
+    return uvloop.run(run())
+
+
 async def bench_drain(args: argparse.Namespace, server: ServerProcess) -> None:
-    size = args.drain_bytes
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=330) as c:
-        peak_before = vm_value(server.pid, "VmHWM")
-        rss_before = vm_value(server.pid, "VmRSS")
-        runs = []
-        for _ in range(args.repeat):
-            base = direct_drain(size)
-            piped = piped_drain(size)
-            served = await served_drain(c, size)
-            runs.append((base, piped, served))
-        peak_after = vm_value(server.pid, "VmHWM")
-    base = min(r[0] for r in runs)
-    piped = min(r[1] for r in runs)
-    served = min(r[2] for r in runs)
-    mb = size / 1e6
-    say(f"  direct to /dev/null:      {mb / base:8.0f} MB/s  (best of {args.repeat})")
-    say(f"  into a pipe, cat drains:  {mb / piped:8.0f} MB/s")
-    say(
-        f"  through the server:       {mb / served:8.0f} MB/s  ratio {base / served:.2f} to"
-        f" /dev/null (target >= 0.5), {piped / served:.2f} to the pipe"
-    )
-    say(
-        f"  server peak RSS grew {(peak_after - max(peak_before, rss_before)) / MiB:.1f} MiB"
-        f" (VmHWM {peak_before / MiB:.1f} -> {peak_after / MiB:.1f} MiB; target < 50 MiB)"
-    )
+    for size in args.drain_bytes:
+        figures = await drain_figures(server.port, server.pid, size, args.repeat)
+        say(f"  {size / MiB:.0f} MiB, median of {args.repeat}:")
+        say(f"    direct to /dev/null:      {figures['direct_mb_s']:8.0f} MB/s")
+        say(f"    into a pipe, cat drains:  {figures['pipe_cat_mb_s']:8.0f} MB/s")
+        say(
+            f"    through the server:       {figures['served_mb_s']:8.0f} MB/s"
+            f"  ratio {figures['ratio_to_pipe']:.2f} to the pipe (target >= 0.9)"
+        )
+        say_all(
+            "    rounds (ratio to the pipe):",
+            [round(r["ratio_to_pipe"], 2) for r in figures["rounds"]],
+        )
+        say(f"    server CPU per GiB: {figures['server_cpu_s_per_gib']:.2f} s")
+        say(f"    server peak RSS grew {figures['peak_rss_growth_mib']:.1f} MiB (target < 50 MiB)")
 
 
 async def follower(client: httpx.AsyncClient, url: str, ready: asyncio.Event) -> int:
@@ -146,8 +194,10 @@ async def bench_fanout(args: argparse.Namespace, server: ServerProcess) -> None:
 async def run(args: argparse.Namespace) -> None:
     say(f"date {time.strftime('%Y-%m-%d')}  cores {os.cpu_count()}")
     with ServerProcess("pericles", handler_serve_argv()).start() as server:
-        say(f"\n1. drain {args.drain_bytes / MiB:.0f} MiB from one payload's stdout")
+        say("\n1. drain from one payload's stdout")
         await bench_drain(args, server)
+    if args.no_fanout:
+        return
     argv = [*handler_serve_argv(), "--max-output", str(2 * args.fanout_bytes)]
     with ServerProcess("pericles", argv).start() as server:
         say(f"\n2. fan-out: one payload, {args.clients} SSE clients")
@@ -156,8 +206,11 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--drain-bytes", type=int, default=1024 * MiB)
-    parser.add_argument("--repeat", type=int, default=3, help="drain runs; the best counts")
+    parser.add_argument(
+        "--drain-bytes", type=int, nargs="+", default=[GiB, 5 * GiB], help="one run per size"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="drain rounds; medians count")
+    parser.add_argument("--no-fanout", action="store_true", help="skip the SSE fan-out")
     parser.add_argument("--fanout-bytes", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=200)
     uvloop.run(run(parser.parse_args()))

@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -124,8 +125,17 @@ def count_statuses(records: list[dict[str, Any]]) -> str:
 # --- 1. end to end -------------------------------------------------------------------------
 
 
-async def bench_e2e(args: argparse.Namespace, server: ServerProcess) -> tuple[float, list[str]]:
-    """The end-to-end rate, and the ids of the timed payloads."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds the process `pid` has used so far, all its threads, not its children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_e2e(
+    args: argparse.Namespace, server: ServerProcess, already: int = 0
+) -> tuple[float, list[str], float]:
+    """The end-to-end rate, the ids of the timed payloads, and the server's CPU seconds per
+    payload over the timed run; `already`: records kept from earlier rounds."""
     ids: list[str] = []
 
     def keep_id(body: bytes) -> None:
@@ -136,8 +146,9 @@ async def bench_e2e(args: argparse.Namespace, server: ServerProcess) -> tuple[fl
             conns, create_request, count=args.warmup_payloads, seconds=60, expect=201
         )
         check_run("warm-up", warm, args.warmup_payloads)
-        await wait_all_terminal(conns[0], args.warmup_payloads, within=60)
+        await wait_all_terminal(conns[0], already + args.warmup_payloads, within=60)
 
+        cpu = process_cpu(server.pid)
         created = await drive(
             conns,
             create_request,
@@ -149,9 +160,12 @@ async def bench_e2e(args: argparse.Namespace, server: ServerProcess) -> tuple[fl
         )
         check_run("create", created, args.payloads)
         seen, records = await wait_all_terminal(
-            conns[0], args.warmup_payloads + args.payloads, within=args.e2e_timeout
+            conns[0], already + args.warmup_payloads + args.payloads, within=args.e2e_timeout
         )
-    return report_e2e(records, ids, created, seen - created.started), ids
+        # Includes the polls that wait for the end: a little more than the payloads cost.
+        cpu = (process_cpu(server.pid) - cpu) / args.payloads
+    say(f"  server CPU per payload: {cpu * 1000:.2f} ms")
+    return report_e2e(records, ids, created, seen - created.started), ids, cpu
 
 
 def report_e2e(
@@ -192,6 +206,81 @@ def report_ratio(rate: float, before: float, after: float, outcomes: list[str]) 
             f"  ratio {ratio:.2f} (target >= {E2E_TARGET}: {verdict(ratio >= E2E_TARGET)})"
         )
     )
+
+
+async def readyz_containment(server: ServerProcess) -> str:
+    """What the server says contains its payloads (`GET /readyz`): figures need the default."""
+    async with connections("raw", server.port, 1) as conns:
+        got: list[str] = []
+        result = await drive(
+            conns,
+            lambda _: ("GET", "/readyz", None),
+            count=1,
+            seconds=10,
+            sink=lambda body: got.append(orjson.loads(body).get("containment", "?")),
+        )
+        check_run("readyz", result, 1)
+    return got[0]
+
+
+async def e2e_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    """`args.rounds` rounds on one server (default settings and containment), each: raw
+    sequential spawn, end to end, raw spawn again. Ratios are per round, against the mean
+    of the two raw figures around it; the medians are the figures."""
+    rounds = []
+    keep = (args.warmup_payloads + args.payloads) * args.rounds
+    argv = [*handler_serve_argv(), "--keep-finished", str(max(keep, 10_000))]
+    with ServerProcess("pericles", argv).start() as server:
+        containment = await readyz_containment(server)
+        for i in range(args.rounds):
+            before = spawn_sequential(args.spawn_count, seconds=30)
+            rate, _, cpu = await bench_e2e(
+                args, server, already=i * (args.warmup_payloads + args.payloads)
+            )
+            after = spawn_sequential(args.spawn_count, seconds=30)
+            raw = (before + after) / 2
+            rounds.append(
+                {
+                    "e2e_per_s": rate,
+                    "raw_spawn_per_s": raw,
+                    "ratio": rate / raw,
+                    "server_cpu_ms_per_payload": cpu * 1000,
+                }
+            )
+            say(
+                f"  round {i + 1}: e2e {rate:.0f}/s  raw spawn {before:.0f}/s, {after:.0f}/s"
+                f"  ratio {rate / raw:.2f}"
+            )
+    return {
+        "containment": containment,
+        "clients": args.clients,
+        "payloads": args.payloads,
+        "rounds": rounds,
+        "e2e_per_s": statistics.median(r["e2e_per_s"] for r in rounds),
+        "raw_spawn_per_s": statistics.median(r["raw_spawn_per_s"] for r in rounds),
+        "ratio": statistics.median(r["ratio"] for r in rounds),
+        "server_cpu_ms_per_payload": statistics.median(
+            r["server_cpu_ms_per_payload"] for r in rounds
+        ),
+    }
+
+
+def measure_e2e(
+    payloads: int = 2000, clients: int = 32, rounds: int = 3, client: str = "raw"
+) -> dict[str, Any]:
+    """Create -> finished `/bin/true` throughput against a single-thread `os.posix_spawn` +
+    `waitpid` loop, same run: medians of `rounds` (see `e2e_rounds`). For bench/compare.py."""
+    argv = [
+        "--payloads",
+        str(payloads),
+        "--clients",
+        str(clients),
+        "--rounds",
+        str(rounds),
+        "--client",
+        client,
+    ]
+    return uvloop.run(e2e_rounds(parse_args(argv)))
 
 
 # --- 1b. running while POSTs keep coming ------------------------------------------------
@@ -449,7 +538,7 @@ async def run(args: argparse.Namespace, outcomes: list[str]) -> None:
             f"\n1. end to end: {args.payloads} x {TRUE}, {args.clients} clients"
             f" (server pid {server.pid})"
         )
-        rate, ids = await bench_e2e(args, server)
+        rate, ids, _ = await bench_e2e(args, server)
         # Spawn speed drifts on a shared machine: measure it again, right after.
         report_ratio(rate, before, spawn_sequential(args.spawn_count, seconds=30), outcomes)
 
@@ -485,6 +574,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--get-seconds", type=float, default=5.0, help="per measured GET run")
     parser.add_argument("--get-warmup", type=float, default=1.0, help="seconds, untimed")
     parser.add_argument("--get-max", type=int, default=1_000_000, help="bound on GETs per run")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="only the e2e ratio: median of N rounds"
+    )
     parser.add_argument("--sustain-seconds", type=float, default=5.0, help="0 skips it")
     parser.add_argument("--records", type=int, default=100_000, help="for RSS; 0 skips it")
     parser.add_argument("--rss-timeout", type=float, default=600, help="seconds to create them")
@@ -501,6 +593,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     outcomes: list[str] = []
+    if args.rounds:
+        figures = uvloop.run(e2e_rounds(args))
+        say(
+            f"e2e /bin/true, {args.clients} clients, containment {figures['containment']},"
+            f" median of {args.rounds}: {figures['e2e_per_s']:.0f}/s, raw spawn"
+            f" {figures['raw_spawn_per_s']:.0f}/s, ratio {figures['ratio']:.2f};"
+            f" server CPU {figures['server_cpu_ms_per_payload']:.2f} ms per payload"
+        )
+        return
     try:
         uvloop.run(run(args, outcomes))
     finally:

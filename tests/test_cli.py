@@ -343,17 +343,37 @@ def test_help_imports_neither_httpx_nor_the_model_nor_rich() -> None:
 
 def test_ls_imports_only_what_it_uses(server: Server) -> None:
     # ls needs the client, the model and rich; not the server's settings, the streaming
-    # of `run --wait`, or anything of the server side.
+    # of `run --wait`, pydantic (only --json uses it), or anything of the server side.
     code = (
         "import sys\n"
         "from pericles.cli.main import main\n"
         f"sys.argv = ['pericles', '--server', '{server.url}', 'ls']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "unused = ('pericles.settings', 'pydantic_settings', 'pericles.cli.attach',"
-        " 'fastapi', 'starlette', 'pericles.service')\n"
+        " 'fastapi', 'starlette', 'pericles.service', 'pydantic')\n"
         "print(sorted(m for m in unused if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.rstrip().endswith("[]"), done.stdout[-200:]
+
+
+def test_run_wait_imports_no_pydantic(server: Server) -> None:
+    # `run --wait` reads records and sends a plain spec: neither needs pydantic (~0.1 s to
+    # import, with the payload model's schemas), nor do typer's options given as strings.
+    # (rich is imported by httpx itself, for its own command line.)
+    code = (
+        "import sys\n"
+        "from pericles.cli.main import main\n"
+        f"sys.argv = ['pericles', '--server', '{server.url}', 'run', '--wait', '--',"
+        " '/bin/echo', 'hi']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "unused = ('pydantic', 'pydantic_core', 'pericles.model.spec', 'pericles.cli.render',"
+        " 'fastapi', 'pericles.settings')\n"
+        "print(code, sorted(m for m in unused if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout == "hi\n0 []\n", done.stdout[-300:]

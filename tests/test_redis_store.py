@@ -212,3 +212,36 @@ def test_replicas_evicting_at_once_forget_each_ended_payload_once(redis_url: str
             await store.close()
 
     asyncio.run(run())
+
+
+def test_a_start_noted_by_one_process_is_read_back_by_the_next(redis_url: str) -> None:
+    """`mark_starting` (the local runner over Redis) is durable: the next process finds the
+    payload noted, until its record moves on. A payload this process claimed is noted by
+    its claim, which also puts it in the host set, with no write of its own."""
+    noted, plain, claimed = _record(), _record(), _record()
+    host = f"pericles:host:test-{new_id()}"
+
+    async def run() -> tuple[set[str], list[str], set[str]]:
+        first, second = RedisStore(redis_url, 1024), RedisStore(redis_url, 1024)
+        await first.open()
+        await second.open()
+        for record in (noted, plain, claimed):
+            await first.add(record)
+        await first.mark_starting(noted.id)
+        first.host_key = host
+        assert await first.claim(claimed.id, "w1")
+        await first.mark_starting(claimed.id)
+        starting = await second.starting()
+        in_host = await second.host_payloads(host)
+        await first.put(dataclasses.replace(noted, status="working"), Status.PENDING)
+        after = await second.starting()
+        await first.close()
+        await second.close()
+        return starting, in_host, after
+
+    starting, in_host, after = asyncio.run(run())
+    assert noted.id in starting
+    assert plain.id not in starting
+    assert claimed.id not in starting
+    assert in_host == [claimed.id]
+    assert noted.id not in after

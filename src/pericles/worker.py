@@ -44,7 +44,7 @@ from pericles.model import PayloadSpec, Resolved
 from pericles.runner.base import Execution
 from pericles.runner.celery import TASK, Sealer, control_channel, make_app
 from pericles.runner.local import LocalRunner
-from pericles.service import Service
+from pericles.service.claiming import ClaimingService
 from pericles.settings import Settings
 from pericles.store.redis import RedisStore
 from pericles.store.redis_keys import host_key
@@ -57,11 +57,14 @@ JANITOR_INTERVAL = 2.0
 #: not yet moved to working (between the claim and the spawn): stopping it then ended a
 #: payload about to start as cancelled.
 _LIVE_STATES = ("working", "paused", "pending")
+#: The loggers of Celery's per-task lines (received, succeeded).
+_CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 
 class WorkerRunner(LocalRunner):
-    """The local runner, noting each payload it starts in this host's set before spawning,
-    so the janitor of any worker on this host can find what a dead worker left."""
+    """The local runner, with this host's set: each payload is noted in it before anything
+    is spawned (by the claim, `RedisStore.claim`; by `start` for one it did not claim), so
+    the janitor of any worker on this host can find what a dead worker left."""
 
     def __init__(
         self, store: RedisStore, host: str, settings: Settings, policy: bool = False
@@ -78,7 +81,8 @@ class WorkerRunner(LocalRunner):
     async def start(
         self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
     ) -> Execution:
-        await self._store.note_host(self.host_key, payload_id)
+        if self._store.host_key != self.host_key:
+            await self._store.note_host(self.host_key, payload_id)
         return await super().start(payload_id, spec, resolved)
 
 
@@ -96,9 +100,12 @@ class Worker:
         paths = process.HostPaths(settings.payload_path or process.DEFAULT_PATH)
         policy = command_policy.load(settings.allow, settings.policy, paths)
         self.runner = WorkerRunner(self.store, hostname, settings, policy is not None)
+        self.store.host_key = self.runner.host_key
         key_file = settings.secrets_key_file
         self.sealer = Sealer(key_file) if key_file is not None else None
-        self.service = Service(settings, self.store, self.runner, policy=policy, shared=True)
+        self.service = ClaimingService(
+            settings, self.store, self.runner, policy=policy, shared=True
+        )
         self._stopping: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -286,6 +293,11 @@ def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | N
     """Run a worker until it is told to stop (SIGTERM: warm shutdown, payloads finish)."""
     config = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config)
+    if settings.log_level.lower() != "debug":
+        # Celery's "Task ... received" and "... succeeded" lines, two per payload (about 3 %
+        # of a worker's CPU in a drain): our own lines say when each payload starts and ends.
+        for name in _CELERY_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     host = hostname or socket.gethostname()
     try:
         worker = Worker(settings, host)

@@ -19,7 +19,7 @@ from pericles.policy import Policy, Rule
 from pericles.runner import Execution, Exited, Output, Runner, StartFailed
 from pericles.runner.base import Event
 from pericles.service import Service
-from pericles.service.core import DOOR_DEPTH
+from pericles.service.door import DOOR_DEPTH
 from pericles.settings import Settings
 from pericles.store.memory import MemoryStore
 

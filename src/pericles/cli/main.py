@@ -6,8 +6,11 @@ Errors become one line on stderr, `pericles: <what went wrong>`, and an exit cod
 the command name (`pericles --server URL ls`, `pericles ls --server URL`).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`, as in cli/payloads.py: typer reads these
+# signatures at every start.
 
+import atexit
+import gc
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -19,6 +22,7 @@ from pericles.cli import actions, exitcodes, payloads
 from pericles.cli.options import (
     Command,
     Connection,
+    Group,
     ServerOpt,
     TokenOpt,
     client_of,
@@ -30,6 +34,7 @@ from pericles.errors import FieldError
 
 app = typer.Typer(
     name="pericles",
+    cls=Group,
     help="Run processes on a Pericles server and watch them, as if they ran here.",
     no_args_is_help=True,
     add_completion=False,
@@ -113,6 +118,18 @@ def _invalid(errors: Sequence[FieldError]) -> list[str]:
     return lines
 
 
+def _collect_once() -> None:
+    """Collect garbage once, then leave what is left to the end of the process.
+
+    As it tears its modules down, Python collects garbage again and again, each time going
+    over every object typer and httpx made: ~30 ms, a sixth of `pericles run --wait`. One
+    collection here runs the finalizers of whatever is garbage, as those would; what is
+    still alive is what the process holds until its very end.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `pericles` console script.
 
@@ -121,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     errors, as one line each. Anything else is a bug, still told in one line.
     """
     args = sys.argv[1:] if argv is None else argv
+    atexit.register(_collect_once)
     try:
         # Not standalone: usage errors come here, to be one line like every other error.
         code = app(args=args or ["--help"], prog_name="pericles", standalone_mode=False)

@@ -19,6 +19,73 @@ class _Argument(typer.core.TyperArgument):
         return None  # the metavar says it: "ID...", not "ID... <list[str]>"
 
 
+class _Plain:
+    """Typer's coercion of a parameter, minus pydantic for values that need no converting.
+
+    Typer (>= 0.16) coerces each parameter with a pydantic `TypeAdapter` built on first use:
+    importing pydantic and building a dozen adapters is most of the ~0.1 s `run --wait`
+    spent before sending anything. A value left out (None) and a string for a `str` or
+    `list[str]` parameter, and an int within its bounds for an `int` one (a default), come
+    out of those adapters as they went in, so they are handed back here as typer would;
+    anything else (text to parse as a number, a value out of bounds, choices, paths) goes
+    to typer's own adapter, its checks and messages unchanged.
+    """
+
+    def __init__(self, descriptor: Any) -> None:
+        self._descriptor = descriptor
+        self._typer: Any = None
+
+    def _plain(self, value: Any, multi: bool) -> bool:
+        descriptor = self._descriptor
+        if descriptor.file_annotation is not None or descriptor.parameter_info.parser:
+            return False
+        if descriptor.is_path or descriptor.is_choice:
+            return False
+        if not multi and descriptor.annotation is int and type(value) is int:
+            return self._in_bounds(value)
+        if not multi:
+            return descriptor.annotation is str and type(value) is str
+        return (
+            descriptor.annotation == list[str]
+            and isinstance(value, list | tuple)
+            and all(type(item) is str for item in value)
+        )
+
+    def _in_bounds(self, value: int) -> bool:
+        # Out of bounds (or clamped): typer's adapter, for its message or its clamping.
+        info = self._descriptor.parameter_info
+        if info.clamp:
+            return False
+        return (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        multi = bool(param.multiple or param.nargs == -1)
+        if value is None:
+            return () if multi else None
+        if self._plain(value, multi):
+            return list(value) if multi else value
+        if self._typer is None:
+            from typer._coercion import build_runtime_param
+
+            self._typer = build_runtime_param(self._descriptor)
+        return self._typer.coerce(value, param=param, ctx=ctx)
+
+
+def _cheap_coercion(params: list[Any]) -> list[Any]:
+    for param in params:
+        # Only where typer keeps its lazy adapter in this slot; otherwise its own way.
+        if getattr(param, "_runtime_param", False) is None and hasattr(param, "type_descriptor"):
+            param._runtime_param = _Plain(param.type_descriptor)
+    return params
+
+
+class Group(typer.core.TyperGroup):
+    """The `pericles` group: its options coerced as `Command`'s are."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _cheap_coercion(super().get_params(ctx))
+
+
 class Command(typer.core.TyperCommand):
     """Usage and help with arguments as their metavar names them: `ID...`, not `{ID}...`."""
 
@@ -27,7 +94,7 @@ class Command(typer.core.TyperCommand):
         for param in params:
             if type(param) is typer.core.TyperArgument:
                 param.__class__ = _Argument
-        return params
+        return _cheap_coercion(params)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []

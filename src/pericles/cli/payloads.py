@@ -4,7 +4,10 @@ Each talks to the server through `pericles.client.Client` only; rich, the client
 and the model are imported by the commands that use them, so `pericles --help` costs none.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads each command's signature twice at
+# start, and evaluating string annotations there (typing.ForwardRef) costs more than
+# evaluating them once as this module is imported. Names imported for type checking only
+# are quoted.
 
 import contextlib
 import json
@@ -125,7 +128,7 @@ def run(
 
 def _resolved(
     ctx: typer.Context, payload_id: str, server: str | None, token: str | None
-) -> tuple[Client, str]:
+) -> tuple["Client", str]:
     """The client and the full id a given id or prefix names (show, logs, wait)."""
     client = client_of(ctx, server, token)
     return client, client.resolve(payload_id)
@@ -139,7 +142,7 @@ def _exit_as(record: Any) -> int:
     return exitcodes.for_record(record)
 
 
-def create_and_attach(client: Client, create: Callable[[], Payload]) -> int:
+def create_and_attach(client: "Client", create: Callable[[], "Payload"]) -> int:
     """Create a payload with `create`, then follow it to its end; Ctrl-C cancels it.
 
     A Ctrl-C while it is being created is kept for after: the server may have made it
@@ -174,7 +177,7 @@ def create_and_attach(client: Client, create: Callable[[], Payload]) -> int:
         return exitcodes.BROKEN_PIPE
 
 
-def _cancel_quietly(client: Client, payload_id: str) -> None:
+def _cancel_quietly(client: "Client", payload_id: str) -> None:
     # AlreadyTerminal: it ended by itself meanwhile. A second Ctrl-C: stop waiting for it.
     with contextlib.suppress(AlreadyTerminal, KeyboardInterrupt):
         client.cancel(payload_id)
@@ -268,7 +271,7 @@ def logs(
         sys.stdout.write(output.text)
 
 
-def _follow_logs(client: Client, payload_id: str, stream: StreamName, as_json: bool) -> None:
+def _follow_logs(client: "Client", payload_id: str, stream: "StreamName", as_json: bool) -> None:
     from pericles.client import OutputChunk
 
     for item in client.follow(payload_id):
@@ -306,7 +309,7 @@ def wait_payload(
     raise typer.Exit(_exit_as(record))
 
 
-def _each(client: Client, ids: list[str], action: str) -> None:
+def _each(client: "Client", ids: list[str], action: str) -> None:
     """Do `action` to each payload; report each failure and go on; exit 1 if any failed."""
     failed = 0
     for given in ids:

@@ -11,17 +11,27 @@ import shlex
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from pericles.model import OUTCOMES, Payload, Status, record_fields
 
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
 SHORT_ID = 8
-_RECORD = TypeAdapter(Payload)
+
+
+@cache
+def _record_adapter() -> TypeAdapter[Payload]:
+    # pydantic only for --json: a table needs none of it (~0.1 s to import and build).
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Payload)
 
 
 def console(stderr: bool = False) -> Console:
@@ -33,7 +43,7 @@ def console(stderr: bool = False) -> Console:
 def record_json(record: Payload) -> Any:
     """The record as the server shows it: its field names, null fields left out, times as
     RFC 3339 strings."""
-    data = _RECORD.dump_python(record, mode="json")
+    data = _record_adapter().dump_python(record, mode="json")
     return {name: data[name] for name in record_fields(record)}
 
 

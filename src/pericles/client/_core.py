@@ -16,13 +16,13 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
 
-from pericles import __version__, validation
+from pericles import __version__
+from pericles.client import _records
 from pericles.client.errors import (
     AmbiguousId,
     NotFound,
@@ -32,7 +32,10 @@ from pericles.client.errors import (
     problem_error,
 )
 from pericles.errors import FieldError
-from pericles.model import MAX_WAIT, Payload, PayloadSpec
+from pericles.model import MAX_WAIT, Payload
+
+if TYPE_CHECKING:
+    from pericles.model import PayloadSpec
 
 T = TypeVar("T")
 
@@ -47,9 +50,6 @@ StreamName = Literal["stdout", "stderr", "both"]
 Order = Literal["asc", "desc"]
 
 _FULL_ID = re.compile(r"[0-9a-f]{32}")
-_PAYLOAD_FIELDS = frozenset(f.name for f in dataclasses.fields(Payload))
-_PAYLOAD = TypeAdapter(Payload)
-_PAYLOADS = TypeAdapter(list[dict[str, Any]])
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -79,11 +79,7 @@ def unreachable(url: httpx.URL | str, exc: httpx.TransportError) -> ServerUnreac
 # -- reading answers -----------------------------------------------------------------------
 
 
-def payload(data: Any) -> Payload:
-    """A record from its JSON, ignoring fields this client does not know (a newer server)."""
-    if not isinstance(data, Mapping):
-        raise TypeError(f"a payload record must be a JSON object, not {type(data).__name__}")
-    return _PAYLOAD.validate_python({k: v for k, v in data.items() if k in _PAYLOAD_FIELDS})
+payload = _records.payload
 
 
 def check(response: httpx.Response, payload_id: str = "") -> None:
@@ -121,7 +117,7 @@ class Page:
 
 
 def _page(response: httpx.Response) -> Page:
-    records = [payload(item) for item in _PAYLOADS.validate_python(response.json())]
+    records = [payload(item) for item in _records.objects(response.json())]
     return Page(records, response.links.get("next", {}).get("url"))
 
 
@@ -160,26 +156,34 @@ class Call(Generic[T]):
     payload_id: str = ""  # named in errors about this request
 
 
-def spec_of(
+def body_of(
     spec: PayloadSpec | str, params: Sequence[str], fields: Mapping[str, Any]
-) -> PayloadSpec:
+) -> dict[str, Any]:
+    """The body of `POST /payloads`, checked with the payload model before it is sent."""
+    body = _records.plain_body(spec, params, fields)
+    if body is not None:
+        return body
+    from pydantic import ValidationError  # with the model: only for specs that need it
+
+    from pericles import validation
+    from pericles.model import PayloadSpec
+
     if isinstance(spec, PayloadSpec):
         if params or fields:
             raise TypeError("give either a PayloadSpec or cmd, params and fields, not both")
-        return spec
+        return _records.spec_body(spec)
     try:
-        return PayloadSpec.model_validate({"cmd": spec, "params": list(params), **fields})
+        valid = PayloadSpec.model_validate({"cmd": spec, "params": list(params), **fields})
     except ValidationError as exc:
         found = [
             FieldError(validation.location(e["loc"]), validation.words(e))
             for e in exc.errors(include_url=False)
         ]
         raise SpecNotValid(errors=found) from None
+    return _records.spec_body(valid)
 
 
-def create(spec: PayloadSpec, idempotency_key: str | None) -> Call[Payload]:
-    body = spec.model_dump(mode="json", exclude_defaults=True)
-    body["params"] = spec.params  # the seed's two fields, always
+def create(body: dict[str, Any], idempotency_key: str | None) -> Call[Payload]:
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     return Call("POST", "/payloads", _record, json=body, headers=headers)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from pericles.client import _core
+from pericles.client import _core, _tls
 from pericles.client._core import Call, FollowItem, Order, Output, StreamName
-from pericles.model import Payload, PayloadSpec
+from pericles.model import Payload
+
+if TYPE_CHECKING:
+    from pericles.model import PayloadSpec
 
 T = TypeVar("T")
 
@@ -29,7 +32,9 @@ class AsyncClient:
     ) -> None:
         self._owns_http = http is None
         if http is None:
-            http = httpx.AsyncClient(base_url=_core.resolve_url(url), timeout=timeout)
+            http = httpx.AsyncClient(
+                base_url=_core.resolve_url(url), timeout=timeout, verify=_tls.tls_context()
+            )
         elif url is not None:
             http.base_url = httpx.URL(_core.resolve_url(url))
         self._http = http
@@ -78,7 +83,7 @@ class AsyncClient:
         idempotency_key: str | None = None,
         **fields: Any,
     ) -> Payload:
-        return await self._send(_core.create(_core.spec_of(spec, params, fields), idempotency_key))
+        return await self._send(_core.create(_core.body_of(spec, params, fields), idempotency_key))
 
     async def get(self, payload_id: str) -> Payload:
         return await self._send(_core.get(payload_id))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from pericles.client import _core
+from pericles.client import _core, _tls
 from pericles.client._core import Call, FollowItem, Order, Output, StreamName
-from pericles.model import Payload, PayloadSpec
+from pericles.model import Payload
+
+if TYPE_CHECKING:
+    from pericles.model import PayloadSpec
 
 T = TypeVar("T")
 
@@ -36,7 +39,9 @@ class Client:
     ) -> None:
         self._owns_http = http is None
         if http is None:
-            http = httpx.Client(base_url=_core.resolve_url(url), timeout=timeout)
+            http = httpx.Client(
+                base_url=_core.resolve_url(url), timeout=timeout, verify=_tls.tls_context()
+            )
         elif url is not None:
             http.base_url = httpx.URL(_core.resolve_url(url))
         self._http = http
@@ -86,7 +91,7 @@ class Client:
         **fields: Any,
     ) -> Payload:
         """Start a payload: `create(PayloadSpec(...))` or `create("/bin/echo", ["hi"], env=...)`."""
-        return self._send(_core.create(_core.spec_of(spec, params, fields), idempotency_key))
+        return self._send(_core.create(_core.body_of(spec, params, fields), idempotency_key))
 
     def get(self, payload_id: str) -> Payload:
         return self._send(_core.get(payload_id))

@@ -2,13 +2,15 @@
 
 This package imports nothing else of ours. Its modules hold one part each (`status`,
 `spec`, `record`, `delivery`); every layer imports the names from here.
+
+`spec` (the pydantic models) and `delivery` are imported on first use of one of their
+names: the client and `pericles run` read records, which need no pydantic, and start
+~0.1 s sooner.
 """
 
-from pericles.model.delivery import (
-    Attempt,
-    Delivery,
-    DeliveryState,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pericles.model.record import (
     KEPT_ONCE_STARTED,
     MAX_WAIT,
@@ -25,27 +27,6 @@ from pericles.model.record import (
     record_fields,
     utcnow,
 )
-from pericles.model.spec import (
-    CALLBACK_EVENTS,
-    CALLBACK_URL_PATTERN,
-    DEFAULT_CALLBACK_EVENTS,
-    DEFAULT_QUEUE,
-    NAMES,
-    STDIN_PIPE,
-    WHOLE,
-    Amount,
-    Callback,
-    CallbackEvent,
-    CallbackUrl,
-    EnvName,
-    LabelName,
-    Limits,
-    PayloadSpec,
-    QueueName,
-    SafeStr,
-    Seconds,
-    SecretValue,
-)
 from pericles.model.status import (
     ALLOWED_SIGNALS,
     ERROR_PREFIX,
@@ -58,6 +39,72 @@ from pericles.model.status import (
     start_error,
     status_of,
 )
+
+if TYPE_CHECKING:
+    from pericles.model.delivery import (
+        Attempt,
+        Delivery,
+        DeliveryState,
+    )
+    from pericles.model.spec import (
+        CALLBACK_EVENTS,
+        CALLBACK_URL_PATTERN,
+        DEFAULT_CALLBACK_EVENTS,
+        DEFAULT_QUEUE,
+        NAMES,
+        STDIN_PIPE,
+        WHOLE,
+        Amount,
+        Callback,
+        CallbackEvent,
+        CallbackUrl,
+        EnvName,
+        LabelName,
+        Limits,
+        PayloadSpec,
+        QueueName,
+        SafeStr,
+        Seconds,
+        SecretValue,
+    )
+
+_LAZY = {
+    **dict.fromkeys(("Attempt", "Delivery", "DeliveryState"), "pericles.model.delivery"),
+    **dict.fromkeys(
+        (
+            "CALLBACK_EVENTS",
+            "CALLBACK_URL_PATTERN",
+            "DEFAULT_CALLBACK_EVENTS",
+            "DEFAULT_QUEUE",
+            "NAMES",
+            "STDIN_PIPE",
+            "WHOLE",
+            "Amount",
+            "Callback",
+            "CallbackEvent",
+            "CallbackUrl",
+            "EnvName",
+            "LabelName",
+            "Limits",
+            "PayloadSpec",
+            "QueueName",
+            "SafeStr",
+            "Seconds",
+            "SecretValue",
+        ),
+        "pericles.model.spec",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ALLOWED_SIGNALS",

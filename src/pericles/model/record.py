@@ -5,12 +5,27 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field
-
-from pericles.model.spec import PayloadSpec
 from pericles.model.status import TERMINAL, Status, status_of
+
+if TYPE_CHECKING:
+    from pydantic import Field
+
+    from pericles.model.spec import PayloadSpec
+else:
+
+    def Field(**kwargs: Any) -> Any:
+        """pydantic's `Field`, called only when pydantic reads `Payload`'s annotations.
+
+        They are strings (`from __future__ import annotations`), evaluated by pydantic when
+        it builds a schema (the API's response models, the OpenAPI document): importing
+        this module, as the client and `pericles run` do, then costs no pydantic.
+        """
+        from pydantic import Field as field
+
+        return field(**kwargs)
+
 
 #: The streams a payload writes, in the order they are shown.
 STREAMS = ("stdout", "stderr")

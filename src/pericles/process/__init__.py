@@ -22,12 +22,17 @@ from pericles.process.orphans import boot_id, kill_group
 from pericles.process.reaper import become_subreaper, kill_strays
 from pericles.process.spawn import (
     DEFAULT_PATH,
+    Launch,
+    Launched,
     SpawnFailed,
     Stdio,
     check_cwd,
+    prepare,
     resolve_executable,
     spawn,
+    watch,
 )
+from pericles.process.spawner import Spawner
 from pericles.process.stdin import StdinClosed, StdinFull, StdinWriter
 
 __all__ = [
@@ -39,10 +44,13 @@ __all__ = [
     "DigestCache",
     "Exit",
     "HostPaths",
+    "Launch",
+    "Launched",
     "MagicLink",
     "OutputSink",
     "RunAs",
     "SpawnFailed",
+    "Spawner",
     "StdinClosed",
     "StdinFull",
     "StdinWriter",
@@ -60,6 +68,8 @@ __all__ = [
     "kill_strays",
     "open_target",
     "parse_run_as",
+    "prepare",
     "resolve_executable",
     "spawn",
+    "watch",
 ]

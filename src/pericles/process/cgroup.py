@@ -17,11 +17,19 @@ one that died by listing `pericles/` and kills what is left in them. The server 
 a leaf of its own so that no cgroup that has children holds processes ("no internal
 processes"), and so that the join below can see every process born in the wrong place.
 
+    <start cgroup>/pericles/<server>/server/spawn<N>   a spawner thread's own (threaded)
+
 Joining: `fork_exec` children write themselves into their cgroup before `execve`: no
 window. `posix_spawn` cannot (Python has no `clone3(CLONE_INTO_CGROUP)`), so right after
-it returns the server moves the child, then sweeps its own leaf: anything else found there
-was forked by that child before the move, and is moved too, until the leaf holds only the
-server. Nothing the payload starts is left outside; measured in docs/benchmarks.md.
+it returns the server moves the child, then sweeps where the child was born: anything else
+found there was forked by that child before the move, and is moved too, until only the
+server is left. Nothing the payload starts is left outside; measured in docs/benchmarks.md.
+
+Where a child is born is the cgroup of the *thread* that started it. Each spawner thread
+moves itself into a threaded cgroup of its own under the leaf (`Stage`): what it starts is
+born there, apart from what any other thread starts, so two threads may start children at
+once and each sweep still finds only its own child's strays. Without a stage (no threaded
+cgroups here) children are born in the leaf, and starts must take turns.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import errno
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +96,16 @@ def _pids(path: Path) -> list[int]:
         return [int(p) for p in (path / "cgroup.procs").read_text().split()]
     except OSError:
         return []
+
+
+def _read(path: str) -> bytes:
+    """A small cgroupfs file at once: plain syscalls, a fraction of `Path.read_text`'s cost
+    (these are read on the loop for every payload that ends)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, value: str) -> None:
@@ -151,30 +170,61 @@ class Usage:
     max_rss_bytes: int | None
 
 
-class PayloadCgroup:
-    """One payload's cgroup. `procs_fd` is open for a forked child to write itself into."""
+def _read_pids(fd: int) -> list[int]:
+    """The pids listed by an open `cgroup.procs`: one pread, no path walk."""
+    data = b""
+    while chunk := os.pread(fd, 65536, len(data)):
+        data += chunk
+    return [int(p) for p in data.split()]
 
-    def __init__(self, path: Path, leaf: Path) -> None:
+
+class Stage:
+    """A threaded cgroup that one spawner thread has moved itself into (`Cgroups.stage`).
+
+    `threads_fd` is its `cgroup.threads`, open for reading: a threaded cgroup lists its
+    members there (its `cgroup.procs` cannot be read). `tid` is the spawner thread's own.
+    """
+
+    def __init__(self, path: Path, threads_fd: int, tid: int) -> None:
         self.path = path
-        self._leaf = leaf
+        self.threads_fd = threads_fd
+        self.tid = tid
+
+
+class PayloadCgroup:
+    """One payload's cgroup. `procs_fd` is open for a forked child to write itself into.
+
+    `leaf_fd` is the server's leaf `cgroup.procs`, open for reading, owned by `Cgroups`.
+    """
+
+    def __init__(self, path: Path, leaf_fd: int, memory: bool = False) -> None:
+        self.path = path
+        self._dir = str(path)
+        self._leaf_fd = leaf_fd
+        #: Whether it has the memory controller (`memory.peak`).
+        self._memory = memory
         self.procs_fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
     def __str__(self) -> str:
         return str(self.path)
 
-    def join(self, pid: int) -> None:
-        """Move `pid`, just started by posix_spawn, and all it forked meanwhile, in here.
+    def join(self, pid: int, stage: Stage | None = None) -> None:
+        """Move `pid`, just started by posix_spawn from `stage` (else from the leaf), and all
+        it forked meanwhile, in here.
 
-        Whatever else is in the server's leaf now was born of `pid` before it moved: a
-        payload's child inherits the cgroup its parent is in when it forks, and every
-        payload leaves the leaf before the next one is started. Raises `OSError` when the
-        move fails for another reason than the process being gone.
+        Whatever else is where `pid` was born, the server's threads aside, was born of `pid`
+        before it moved: a payload's child inherits the cgroup its parent is in when it
+        forks, and every child started there leaves it before the next one is started.
+        Raises `OSError` when the move fails for another reason than the process being gone.
         """
         with contextlib.suppress(ProcessLookupError):
             os.write(self.procs_fd, str(pid).encode())
-        me = os.getpid()
+        ours = {os.getpid()} if stage is None else {os.getpid(), stage.tid}
+        fd = self._leaf_fd if stage is None else stage.threads_fd
         tried: set[int] = set()
-        while strays := [p for p in _pids(self._leaf) if p != me and p not in tried]:
+        # Read through an open descriptor: each syscall is one more wait for the GIL on the
+        # spawner thread while the loop is busy. A thread's id moves its whole process.
+        while strays := [p for p in _read_pids(fd) if p not in ours and p not in tried]:
             for stray in strays:
                 tried.add(stray)
                 with contextlib.suppress(ProcessLookupError):
@@ -201,20 +251,22 @@ class PayloadCgroup:
         kill_cgroup(self.path)
 
     def populated(self) -> bool:
-        return populated(self.path)
+        try:
+            return b"populated 1" in _read(self._dir + "/cgroup.events")
+        except OSError:
+            return False
 
     def usage(self) -> Usage | None:
         try:
-            fields = dict(
-                line.split() for line in (self.path / "cpu.stat").read_text().splitlines()
-            )
-            user = int(fields["user_usec"]) / 1e6
-            system = int(fields["system_usec"]) / 1e6
+            fields = dict(line.split() for line in _read(self._dir + "/cpu.stat").splitlines())
+            user = int(fields[b"user_usec"]) / 1e6
+            system = int(fields[b"system_usec"]) / 1e6
         except (OSError, KeyError, ValueError):
             return None
         peak: int | None = None
-        with contextlib.suppress(OSError, ValueError):
-            peak = int((self.path / "memory.peak").read_text())
+        if self._memory:
+            with contextlib.suppress(OSError, ValueError):
+                peak = int(_read(self._dir + "/memory.peak"))
         return Usage(user, system, peak)
 
     def remove(self) -> bool:
@@ -232,6 +284,11 @@ class Cgroups:
         self.home = home
         self._leaf = home / _LEAF
         self._origin = origin
+        self._leaf_fd = os.open(self._leaf / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._memory = b"memory" in _read(str(home / "cgroup.subtree_control")).split()
+        except OSError:
+            self._memory = False
 
     @classmethod
     def create(cls) -> Cgroups | str:
@@ -263,11 +320,33 @@ class Cgroups:
         path = self.home / payload_id
         path.mkdir()
         try:
-            return PayloadCgroup(path, self._leaf)
+            return PayloadCgroup(path, self._leaf_fd, self._memory)
         except OSError:
             with contextlib.suppress(OSError):
                 path.rmdir()
             raise
+
+    def stage(self, name: str) -> Stage | None:
+        """Move the calling thread into a new threaded cgroup `name` under the leaf, where
+        the children it starts are born; None when this kernel or delegation refuses."""
+        path = self._leaf / name
+        tid = threading.get_native_id()
+        try:
+            path.mkdir()
+        except OSError as exc:
+            log.info("no threaded cgroup for the spawner (%s): starts take turns", exc.strerror)
+            return None
+        try:
+            _write(path / "cgroup.type", "threaded")
+            _write(path / "cgroup.threads", str(tid))
+            fd = os.open(path / "cgroup.threads", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.info("no threaded cgroup for the spawner (%s): starts take turns", exc.strerror)
+            with contextlib.suppress(OSError):
+                _write(self._leaf / "cgroup.threads", str(tid))
+            _remove_soon(path)
+            return None
+        return Stage(path, fd, tid)
 
     def find(self, payload_id: str) -> list[Path]:
         """The cgroups named after `payload_id`, under any server's subtree, dead or alive."""
@@ -290,20 +369,31 @@ class Cgroups:
             for child in [c for c in server.iterdir() if c.is_dir()]:
                 if populated(child):
                     killed += len(_pids(child))
-                    kill_cgroup(child)
-                _remove_soon(child)
+                    kill_cgroup(child)  # the leaf: its stages with it
+                _remove_tree(child)
             _remove_soon(server)
         return killed
 
     def close(self) -> None:
         """Kill what is left in payload cgroups, move back to where we started, clean up."""
+        if self._leaf_fd >= 0:
+            os.close(self._leaf_fd)
+            self._leaf_fd = -1
         for child in [c for c in self.home.iterdir() if c.is_dir() and c != self._leaf]:
             kill_cgroup(child)
             _remove_soon(child)
         with contextlib.suppress(OSError):
-            _write(self._origin / "cgroup.procs", str(os.getpid()))
-        for path in (self._leaf, self.home):
-            _remove_soon(path)
+            _write(self._origin / "cgroup.procs", str(os.getpid()))  # with every thread
+        _remove_tree(self._leaf)
+        _remove_soon(self.home)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove `path` and the cgroups under it (the leaf's stages), deepest first."""
+    with contextlib.suppress(OSError):
+        for child in [c for c in path.iterdir() if c.is_dir()]:
+            _remove_tree(child)
+    _remove_soon(path)
 
 
 def _remove_soon(path: Path, wait: float = 1.0) -> bool:

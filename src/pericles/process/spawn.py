@@ -18,7 +18,7 @@ import stat
 import uuid
 from collections.abc import Mapping, Sequence
 
-from pericles.process.cgroup import PayloadCgroup
+from pericles.process.cgroup import PayloadCgroup, Stage
 from pericles.process.child import Child, OutputSink
 from pericles.process.contain import Containment
 from pericles.process.forkexec import RESET_SIGNALS, fork_exec
@@ -116,6 +116,203 @@ def _posix_spawn(
     )
 
 
+@dataclasses.dataclass(slots=True)
+class Launch:
+    """Everything needed to start one child, prepared on the loop; `launch` runs it."""
+
+    executable: str | int
+    argv: list[str]
+    env: Mapping[str, str]
+    stdio: Stdio
+    directory: str | int | None
+    limits: Mapping[str, int] | None
+    run_as: RunAs | None
+    containment: Containment
+    cgroup_name: str
+
+
+@dataclasses.dataclass(slots=True)
+class Launched:
+    """A child just started, not yet watched: its pid pinned by `pidfd`, our pipe ends."""
+
+    pid: int
+    pidfd: int
+    cgroup: PayloadCgroup | None
+    in_w: int
+    out_r: int
+    err_r: int
+
+
+def prepare(
+    cmd: str,
+    params: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    stdio: Stdio | None = None,
+    cwd: str | None = None,
+    limits: Mapping[str, int] | None = None,
+    executable: str | int | None = None,
+    run_as: RunAs | None = None,
+    containment: Containment | None = None,
+    payload_id: str | None = None,
+    argv0: str | None = None,
+    cwd_fd: int | None = None,
+) -> Launch:
+    """What `launch` needs to start `cmd` (see `spawn` for the arguments)."""
+    if executable is None:
+        executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
+    return Launch(
+        executable,
+        [argv0 or cmd, *params],
+        env,
+        stdio or Stdio(),
+        cwd_fd if cwd_fd is not None else cwd,
+        limits,
+        run_as,
+        containment or _SESSION_ONLY,
+        payload_id or uuid.uuid4().hex,
+    )
+
+
+def needs_fork(launch: Launch) -> bool:
+    """Whether it takes `fork_exec` (cwd, limits, another user) rather than posix_spawn."""
+    return launch.directory is not None or bool(launch.limits) or launch.run_as is not None
+
+
+@dataclasses.dataclass(slots=True)
+class Opened:
+    """What one start holds: the payload's cgroup (once `execute` made it), the pipes,
+    `ours` and `theirs` (the child's ends, closed once it has them)."""
+
+    cgroup: PayloadCgroup | None
+    fds: tuple[int, int, int, int, int, int]
+    ours: list[int]
+    theirs: list[int]
+
+    def discard(self) -> None:
+        """The start failed: nothing of it may be left."""
+        _close(self.theirs + self.ours)
+        self.theirs, self.ours = [], []
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.remove()
+
+    def abort(self, pid: int) -> None:
+        """It started but nobody will watch it: kill and reap it, then `discard`."""
+        _abort(pid, self.cgroup)
+        self.discard()
+
+
+def open_for(job: Launch) -> Opened:
+    """Make the pipes for `job`; raises `SpawnFailed`. On the loop's thread: a few cheap
+    syscalls here spare the spawner thread as many waits for the GIL."""
+    ours: list[int] = []
+    theirs: list[int] = []
+    try:
+        fds = _pipes(job.stdio, ours, theirs)
+        if fds[0] < 0 and needs_fork(job):
+            in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            theirs.append(in_r)
+            fds = (in_r, fds[1], fds[2], fds[3], fds[4], fds[5])
+    except OSError as exc:
+        Opened(None, (-1, -1, -1, -1, -1, -1), ours, theirs).discard()
+        raise SpawnFailed(exc.errno or errno.EIO) from exc
+    return Opened(None, fds, ours, theirs)
+
+
+def execute(job: Launch, opened: Opened, stage: Stage | None = None) -> int:
+    """Start the child and move it into its cgroup: blocks until it has exec'd, and may run
+    on any thread (see `spawner`); the pid, or `SpawnFailed` with nothing left running.
+
+    Calls from threads without a `stage` (see `cgroup.Stage`) must not overlap:
+    `PayloadCgroup.join` takes whatever else is in the server's leaf for the child's. The
+    payload's cgroup is made here too (`opened.cgroup`): a mkdir in cgroupfs takes a while,
+    better spent off the loop.
+    """
+    in_r, _, _, out_w, _, err_w = opened.fds
+    pid = 0
+    try:
+        cgroup = opened.cgroup = job.containment.new_cgroup(job.cgroup_name)
+        if not needs_fork(job):
+            pid = _posix_spawn(job.executable, job.argv, job.env, [in_r, out_w, err_w])
+            if cgroup is not None:
+                cgroup.join(pid, stage)
+        else:
+            pid = fork_exec(
+                job.executable,
+                job.argv,
+                job.env,
+                (in_r, out_w, err_w),
+                job.directory,
+                job.limits or {},
+                job.run_as,
+                cgroup.procs_fd if cgroup is not None else -1,
+            )
+    except OSError as exc:
+        if pid:
+            _abort(pid, opened.cgroup)
+        raise SpawnFailed(exc.errno or errno.EIO) from exc
+    return pid
+
+
+def finish(opened: Opened, pid: int) -> Launched:
+    """Back on the loop: the child's ends closed, its pid pinned by a pidfd, our read ends
+    non-blocking. The child is ours and unreaped until we wait for it, so its pid cannot be
+    reused in between. Raises `SpawnFailed`, the child killed."""
+    _close(opened.theirs)
+    opened.theirs = []
+    try:
+        # Without the pidfd we could not watch the child: it must not run unwatched.
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:
+        opened.abort(pid)
+        raise SpawnFailed(exc.errno or errno.EIO) from exc
+    if opened.cgroup is not None:
+        opened.cgroup.close_fd()
+    _, in_w, out_r, _, err_r, _ = opened.fds
+    for fd in (out_r, err_r):
+        os.set_blocking(fd, False)
+    return Launched(pid, pidfd, opened.cgroup, in_w, out_r, err_r)
+
+
+def launch(job: Launch) -> Launched:
+    """`open_for`, `execute` and `finish` on the calling thread; raises `SpawnFailed`."""
+    opened = open_for(job)
+    try:
+        pid = execute(job, opened)
+    except SpawnFailed:
+        opened.discard()
+        raise
+    return finish(opened, pid)
+
+
+def watch(
+    job: Launch,
+    started: Launched,
+    sink: OutputSink,
+    loop: asyncio.AbstractEventLoop,
+    keep_descendants: bool = False,
+) -> Child:
+    """The `Child` that drains, watches and signals a launched process, on `loop`."""
+    members = job.containment.members(started.pid, started.cgroup)
+    in_w = started.in_w
+    writer = StdinWriter(in_w, loop, job.stdio.limit) if in_w >= 0 else None
+    if writer is not None and job.stdio.data is not None:
+        writer.write(job.stdio.data)
+        writer.close()
+    return Child(
+        started.pid,
+        started.pidfd,
+        members,
+        started.out_r,
+        started.err_r,
+        sink,
+        loop,
+        writer,
+        keep_descendants,
+    )
+
+
 def spawn(
     cmd: str,
     params: Sequence[str],
@@ -134,67 +331,36 @@ def spawn(
     argv0: str | None = None,
     cwd_fd: int | None = None,
 ) -> Child:
-    """Start `cmd` with `params` in a new session, output to pipes.
+    """Start `cmd` with `params` in a new session, output to pipes, on the calling thread.
 
     `executable` is the file to exec: a path (see `exe.open_target`) or an open file's
     descriptor, executed as is; else `cmd` looked up on env's PATH. argv[0] is `argv0`, else
     `cmd`. `cwd_fd`, an open directory, is where the child starts (`fchdir`), else `cwd`.
     `run_as` drops to that user and group before exec. With `containment` using cgroups,
-    the process runs in a new cgroup named `payload_id`.
-    Raises `SpawnFailed` when anything fails before the child is watched (no such file,
-    permission denied, too many open files...): then nothing of it is left, no process,
-    descriptor or cgroup.
+    the process runs in a new cgroup named `payload_id`. Raises `SpawnFailed` (see `launch`).
+    The server starts its payloads through a `Spawner` instead, off the event loop.
     """
-    stdio = stdio or Stdio()
-    if executable is None:
-        executable = resolve_executable(cmd, env.get("PATH", DEFAULT_PATH))
-    argv = [argv0 or cmd, *params]
-    directory: str | int | None = cwd_fd if cwd_fd is not None else cwd
-    containment = containment or _SESSION_ONLY
-    ours: list[int] = []  # descriptors to close if the start fails
-    theirs: list[int] = []  # the child's ends: closed once it has them
-    cgroup: PayloadCgroup | None = None
-    pid = 0
-    try:
-        cgroup = containment.new_cgroup(payload_id or uuid.uuid4().hex)
-        in_r, in_w, out_r, out_w, err_r, err_w = _pipes(stdio, ours, theirs)
-        if directory is None and not limits and run_as is None:
-            pid = _posix_spawn(executable, argv, env, [in_r, out_w, err_w])
-            if cgroup is not None:
-                cgroup.join(pid)
-        else:
-            if in_r < 0:
-                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-                theirs.append(in_r)
-            fds = (in_r, out_w, err_w)
-            join = cgroup.procs_fd if cgroup is not None else -1
-            pid = fork_exec(executable, argv, env, fds, directory, limits or {}, run_as, join)
-        _close(theirs)
-        theirs = []
-        # Without the pidfd we could not watch the child: it must not run unwatched.
-        pidfd = os.pidfd_open(pid)
-    except OSError as exc:
-        _close(theirs + ours)
-        if pid:
-            _abort(pid, cgroup)
-        if cgroup is not None:
-            with contextlib.suppress(OSError):
-                cgroup.remove()
-        raise SpawnFailed(exc.errno or errno.EIO) from exc
-    if cgroup is not None:
-        cgroup.close_fd()
-    members = containment.members(pid, cgroup)
-    writer = StdinWriter(in_w, loop, stdio.limit) if in_w >= 0 else None
-    if writer is not None and stdio.data is not None:
-        writer.write(stdio.data)
-        writer.close()
-    return Child(pid, pidfd, members, out_r, err_r, sink, loop, writer, keep_descendants)
+    job = prepare(
+        cmd,
+        params,
+        env,
+        stdio=stdio,
+        cwd=cwd,
+        limits=limits,
+        executable=executable,
+        run_as=run_as,
+        containment=containment,
+        payload_id=payload_id,
+        argv0=argv0,
+        cwd_fd=cwd_fd,
+    )
+    return watch(job, launch(job), sink, loop, keep_descendants)
 
 
 _SESSION_ONLY = Containment(None, "not asked for")
 
 
-def _pipes(stdio: Stdio, ours: list[int], theirs: list[int]) -> tuple[int, ...]:
+def _pipes(stdio: Stdio, ours: list[int], theirs: list[int]) -> tuple[int, int, int, int, int, int]:
     """The child's stdin (-1, -1 for /dev/null), stdout and stderr pipes, as (read, write)
     pairs; each end is noted in `ours` or `theirs` as soon as it exists."""
     # os.pipe() fds are close-on-exec; dup2 onto 0, 1 and 2 makes just the child's ends

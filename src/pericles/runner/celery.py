@@ -8,7 +8,7 @@ Celery settings chosen here (measured on a prototype, see README "Many machines"
 
 - acks early, `worker_prefetch_multiplier=1`, `worker_disable_prefetch`: a message is
   acknowledged when a worker takes it, so a payload that runs for hours is never delivered
-  again; a busy worker takes no message it cannot start. The start guard (`Service.take`)
+  again; a busy worker takes no message it cannot start. The start guard (`ClaimingService.take`)
   makes a second delivery harmless anyway.
 - `visibility_timeout`: a message taken by a worker that died before acknowledging it goes
   back to its queue after that many seconds.

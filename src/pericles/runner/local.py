@@ -108,6 +108,7 @@ class LocalRunner(Runner):
         self._digests = process.DigestCache()
         self._containment_mode = containment
         self._containment = process.Containment(None, "not opened yet")
+        self._spawner = process.Spawner()
 
     async def open(self) -> None:
         """Become a subreaper and set up containment; raises `OSError` when
@@ -117,6 +118,8 @@ class LocalRunner(Runner):
         log.info("containment: %s", self._containment.describe())
 
     async def close(self) -> None:
+        # First: a start still under way ends before the cgroups are swept.
+        self._spawner.close()
         self._containment.close()
         strays = process.kill_strays()
         if strays:
@@ -187,16 +190,15 @@ class LocalRunner(Runner):
             raise StartFailed(exc.reason) from exc
         except OSError as exc:
             raise StartFailed(exc.strerror or str(exc)) from exc
+        submitted = False
         try:
             if resolved is not None and (why := process.changed(resolved, target.resolved)):
                 raise StartFailed(why)
             judged = resolved or target.resolved
-            child = process.spawn(
+            job = process.prepare(
                 spec.cmd,
                 spec.params,
                 env,
-                sink,
-                asyncio.get_running_loop(),
                 stdio=self._stdio(spec),
                 cwd_fd=target.cwd_fd,
                 limits=spec.limits.given() if spec.limits is not None else None,
@@ -207,13 +209,20 @@ class LocalRunner(Runner):
                 run_as=self._run_as,
                 containment=self._containment,
                 payload_id=payload_id,
-                keep_descendants=bool(spec.keep_descendants),
             )
+            # Off the loop: it serves requests and reaps while the child execs. The target's
+            # files are closed once the spawner is done with them, cancelled or not.
+            submitted = True
+            started = await self._spawner.launch(job, release=target.close)
         except process.SpawnFailed as exc:
             raise StartFailed(exc.reason) from exc
         except OSError as exc:  # e.g. no descriptors left for its pipes (EMFILE)
             raise StartFailed(exc.strerror or str(exc)) from exc
         finally:
-            target.close()
+            if not submitted:
+                target.close()
+        child = process.watch(
+            job, started, sink, asyncio.get_running_loop(), bool(spec.keep_descendants)
+        )
         execution = LocalExecution(payload_id, child)
         return execution

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import collections
 import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 from pericles.errors import (
     AlreadyTerminal,
     DeliveryNotFound,
     InvalidSignal,
-    InvalidSpec,
     NotRunning,
     PayloadNotFound,
     ServiceUnavailable,
@@ -42,31 +40,25 @@ from pericles.model import (
     Payload,
     PayloadSpec,
     Piece,
-    Resolved,
     Status,
     new_id,
     signal_name,
-    start_error,
     utcnow,
 )
 from pericles.outbound.sender import Sender
 from pericles.policy import Decision, Policy
-from pericles.runner import Runner, StartFailed
+from pericles.runner import Runner
 from pericles.service.admission import Admission, Admitted
 from pericles.service.callbacks import Callbacks
+from pericles.service.door import Door
 from pericles.service.following import follow, wait_for_end
 from pericles.service.records import Records, check_transition
-from pericles.service.recovery import Waiting, recover, spec_of, with_secrets
+from pericles.service.recovery import Waiting, recover
 from pericles.service.run import Run
 from pericles.settings import Settings
 from pericles.store import Store
 
 log = logging.getLogger("pericles.service")
-
-#: Payloads waiting beyond which a new one is held until one starts (`_pass_the_door`).
-DOOR_DEPTH = 128
-#: Seconds a held request waits for a payload to start before it is answered 503.
-DOOR_WAIT = 1.0
 
 
 class Service:
@@ -97,11 +89,12 @@ class Service:
         #: The limit each lock was last asked with (a record keeps only the lock's name).
         self._lock_limits: dict[str, int] = {}
         self._runs: dict[str, Run] = {}
-        #: Requests held at the door (`_pass_the_door`), first come first in.
-        self._door: collections.deque[asyncio.Future[None]] = collections.deque()
-        #: True once a held request waited DOOR_WAIT and none started: the running payloads
-        #: are long, not lagging, so holding paces nothing. Closed again by the next start.
-        self._door_stalled = False
+        self._door = Door(
+            settings.max_pending,
+            self._has_slot,
+            lambda: self.pending_count,
+            lambda: self._accepting,
+        )
         self._keys = IdempotencyKeys(settings.keep_finished + settings.max_pending + 1024)
         #: Without a sender (the in-process tests), no callback is ever sent.
         self._callbacks = (
@@ -178,7 +171,7 @@ class Service:
         declared = invocation.declared_env if invocation is not None else frozenset()
         admitted = await self._admission.admit(spec, created_by, declared)
         self._check_room()
-        await self._pass_the_door()
+        await self._door.enter()
         record = Payload.from_spec(admitted.spec, new_id(), utcnow(), created_by, invocation)
         record = self._pending(record, admitted)
         if invocation is not None and invocation.lock is not None:
@@ -231,56 +224,6 @@ class Service:
             self._keys.discard(key)
             return None
 
-    async def _pass_the_door(self) -> None:
-        """Return once the queue has room for one more; `ServiceUnavailable` when it has not.
-
-        Beyond `--max-pending` waiting, refuse at once. Beyond `DOOR_DEPTH` waiting, hold the
-        request until the runner takes one from the queue, for up to `DOOR_WAIT` seconds:
-        the server then accepts payloads as fast as it starts them. When none starts in that
-        time the slots are held by long payloads, not by a lagging start path: the queue is
-        then a plain queue again (up to `--max-pending`) until the next start. Otherwise
-        clients posting at full speed would take every turn of the event loop, and the payloads
-        already accepted would only crawl through their start and end (measured: 0.04 finished per
-        201 answered, see docs/benchmarks.md).
-        """
-        deadline: float | None = None
-        while not self._has_slot():
-            waiting = self.pending_count
-            if waiting >= self._settings.max_pending:
-                raise ServiceUnavailable(
-                    f"{waiting} payloads are waiting already (--max-pending)", retry_after=1
-                )
-            if waiting < DOOR_DEPTH or self._door_stalled:
-                return
-            loop = asyncio.get_running_loop()
-            deadline = deadline or loop.time() + DOOR_WAIT
-            turn: asyncio.Future[None] = loop.create_future()
-            self._door.append(turn)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await turn
-            except TimeoutError:
-                # Let every held request in now rather than each after its own wait.
-                self._door_stalled = True
-                for held in self._door:
-                    if not held.done():
-                        held.set_result(None)
-                self._door.clear()
-            finally:
-                if not turn.done():
-                    turn.cancel()
-            if not self._accepting:
-                raise ServiceUnavailable("the server is shutting down")
-
-    def _open_door(self) -> None:
-        """One payload left the queue: let one held request in."""
-        self._door_stalled = False
-        while self._door:
-            turn = self._door.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-
     def _has_slot(self) -> bool:
         limit = self._settings.max_running
         return limit == 0 or len(self._runs) < limit
@@ -299,7 +242,7 @@ class Service:
             self._start(record, admitted)
 
     def _start(self, record: Payload, admitted: Admitted) -> Run:
-        self._open_door()  # it starts now: room for one held request
+        self._door.open()  # it starts now: room for one held request
         run = Run(
             record,
             admitted,
@@ -312,50 +255,6 @@ class Service:
         self._runs[record.id] = run
         run.task.add_done_callback(functools.partial(self._on_run_done, run))
         return run
-
-    async def take(
-        self,
-        payload_id: str,
-        worker: str,
-        secrets: Mapping[str, str] | None = None,
-        missing: str = "did not reach this worker",
-    ) -> bool:
-        """Run a payload another process created and queued (a celery worker's task), to
-        its end; False when it was not ours to run.
-
-        At most once: the first step claims it in the store (one compare-and-set, before
-        anything is spawned); only the claimant may then move it. A payload cancelled, lost,
-        or claimed already (a message delivered twice) is left alone. A claimant that dies
-        leaves it to the reaper, which records it `lost`: it may have started.
-
-        `secrets`: the secret_env values its message carried (never stored), or None and
-        why (`missing`). The API that took it admitted it; here this process's own policy
-        judges it again (`Admission.again`: a refusal ends it as a start error naming the
-        rule), and the file is checked against the path and digest admitted (when a policy
-        resolved one).
-        """
-        try:
-            record = await self.store.get(payload_id)
-            if record.state is not Status.PENDING or not await self.store.claim(payload_id, worker):
-                log.info("payload %s is %s: not starting it", payload_id, record.status)
-                return False
-        except PayloadNotFound:
-            return False
-        record = dataclasses.replace(record, worker=worker)
-        try:
-            spec = with_secrets(record, spec_of(record), secrets, missing)
-        except InvalidSpec as exc:
-            reason = start_error(record.cmd, str(exc))
-            await self._records.move(record, Status.ERROR, status=reason, finished_at=utcnow())
-            return True
-        try:
-            admitted = await self._admission.again(spec, _admitted_file(record), record.created_by)
-        except StartFailed as exc:
-            reason = start_error(record.cmd, exc.reason)
-            await self._records.move(record, Status.ERROR, status=reason, finished_at=utcnow())
-            return True
-        await self._start(record, admitted).ended()
-        return True
 
     @property
     def running_ids(self) -> builtins.list[str]:
@@ -494,7 +393,7 @@ class Service:
         """
         waiting = self._queue.remove(payload_id) or self._locks.remove(payload_id)
         if waiting is not None:
-            self._open_door()
+            self._door.open()
             self._unlock(waiting[0])  # a lock passed on to it, not yet started
             self._schedule()
             return await self._records.move(
@@ -580,8 +479,7 @@ class Service:
     async def shutdown(self, grace: float) -> None:
         """Refuse new payloads, stop every running one (TERM, `grace`, KILL) and record its end."""
         self._accepting = False
-        while self._door:  # held requests: answered 503 now
-            self._open_door()
+        self._door.open_all()  # held requests: answered 503 now
         pending = self.pending_count
         while (waiting := self._queue.pop()) is not None:
             await self._records.move(
@@ -602,10 +500,3 @@ class Service:
             # Deliveries not sent yet stay in the store (a durable one sends them next start).
             await self._callbacks.close()
         log.info("shutdown: every payload has ended")
-
-
-def _admitted_file(record: Payload) -> Resolved | None:
-    """The file an API admitted for a pending record (its policy resolved it), if any."""
-    if record.exe is None:
-        return None
-    return Resolved(record.exe, record.exe_sha256, record.cwd)

@@ -2,7 +2,7 @@
 
 The rules are the service's own (admission, transitions, reading and following); what
 differs is where things happen. A new payload is stored `pending` and sent to the broker;
-a worker claims it (`Service.take`), runs it and records its output and end in the shared
+a worker claims it (`ClaimingService.take`), runs it and records its output and end in the shared
 Redis store. This replica learns of every change through the store's change feed, so its
 readers, waiters and `/events` see what any worker or replica did. Each replica also runs
 the reaper: a payload whose worker stopped renewing its liveness deadline becomes `lost`.

@@ -147,8 +147,7 @@ class Run:
                     pass
                 return
         self._arm_timers()
-        if self._stop is not None:  # cancelled while it was starting
-            self._begin_stop()
+        self._stop_if_asked(execution)
         async for event in execution.events():
             if isinstance(event, Output):
                 self._last_output = time.monotonic()
@@ -159,6 +158,16 @@ class Run:
                     await self._end(event, time.monotonic() - started)
                 except StaleRecord as exc:  # a reaper took it for lost: its end is not ours
                     log.warning("payload %s: ended, but %s", payload_id, exc)
+
+    def _stop_if_asked(self, execution: Execution) -> None:
+        """Stop it now if that was asked while it was starting."""
+        if self._stop is not None:  # cancelled while it was starting
+            self._begin_stop()
+        elif not self._accepting() and self._stopping is None:
+            # The server began shutting down while the spawner started it: shutdown did not
+            # see it running, so it stops itself, as shutdown would have stopped it.
+            self._stop_reason = self._stop_reason or "shutdown"
+            self._stopping = asyncio.create_task(execution.terminate(self._kill_grace))
 
     async def _record_output(self, event: Output) -> None:
         # Secrets are masked here, before the store: offsets and counts are of masked output.

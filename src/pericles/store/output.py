@@ -28,7 +28,28 @@ class Chunk:
     def __init__(self, offset: int, coff: int, data: bytes) -> None:
         self.offset = offset
         self.coff = coff
-        self.data = bytearray(data)
+        # Kept as read: a large read from a chatty payload is stored without a copy, and
+        # most such chunks leave the tail whole. Made a bytearray only to grow or trim it.
+        self.data: bytes | bytearray | memoryview = data
+
+    def extend(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(self.data, bytearray):
+            self.data = bytearray(self.data)
+        self.data += data
+
+    def prepend(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(self.data, bytearray):
+            self.data = bytearray(self.data)
+        self.data[:0] = data
+
+    def drop_front(self, count: int) -> None:
+        if isinstance(self.data, bytearray):
+            # CPython drops a bytearray's leading bytes by moving its start: no copy.
+            del self.data[:count]
+        else:
+            # A view of what is kept: no copy of a large read the tail keeps only part of.
+            # It holds the whole read until the chunk goes, at most twice what is kept.
+            self.data = memoryview(self.data)[count:]
 
     @property
     def end(self) -> int:
@@ -61,7 +82,7 @@ class StreamLog:
             room = self.head_limit - self.head_bytes
             part, data = data[:room], data[room:]
             if extend_last and self.head and not self.tail:
-                self.head[-1].data += part
+                self.head[-1].extend(part)
             else:
                 self.head.append(Chunk(offset, coff, part))
             self.head_bytes += len(part)
@@ -71,7 +92,7 @@ class StreamLog:
         if not data:
             return
         if extend_last and self.tail and len(self.tail[-1].data) < _COALESCE_BELOW:
-            self.tail[-1].data += data
+            self.tail[-1].extend(data)
         else:
             self.tail.append(Chunk(offset, coff, data))
         self.tail_bytes += len(data)
@@ -88,8 +109,7 @@ class StreamLog:
                 self.tail_bytes -= len(first.data)
                 excess -= len(first.data)
             else:
-                # CPython drops a bytearray's leading bytes by moving its start: no copy.
-                del first.data[:excess]
+                first.drop_front(excess)
                 first.offset += excess
                 first.coff += excess
                 self.tail_bytes -= excess
@@ -98,7 +118,7 @@ class StreamLog:
             # Merging loses where the other stream's bytes fell between these two: the price
             # of a bound on memory when streams alternate in tiny writes.
             first = self.tail.popleft()
-            self.tail[0].data[:0] = first.data
+            self.tail[0].prepend(first.data)
             self.tail[0].offset = first.offset
             self.tail[0].coff = first.coff
 

@@ -3,7 +3,8 @@
 Layout (per-payload keys share the hash tag `{id}`, so a payload's keys stay in one slot):
 
 - `pericles:{id}`: a hash with the record (`rec`, JSON), its `state`, wire `status`, creation
-  `seq`, the `worker` running it, and per stream the output's `total`, head end and tail start.
+  `seq`, the `worker` running it, `starting` once a local runner is about to start it
+  (`mark_starting`), and per stream the output's `total`, head end and tail start.
 - `pericles:{id}:out:stdout`, `...:out:stderr`: one stream entry per chunk the payload wrote,
   entry id `<offset>-1` (its offset in its stream), fields `c` (offset in the combined output)
   and `d` (the bytes). Entries wholly inside the dropped middle are deleted as the tail moves.
@@ -176,8 +177,12 @@ class RedisStore(RedisDeliveries, Store):
         self._evict = self._redis.register_script(redis_lua.EVICT)
         self._claim_event = self._redis.register_script(redis_lua.CLAIM_EVENT)
         self._writers: dict[str, _Writer] = {}
+        #: Payloads this process claimed (`claim`) and that have not ended.
+        self._claimed: set[str] = set()
         #: Liveness TTL in ms armed on every move into a live state (the runner sets it).
         self.ttl_ms = 5000
+        #: The host set a claim notes its payload in (a worker sets it, see `note_host`).
+        self.host_key: str | None = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -240,13 +245,43 @@ class RedisStore(RedisDeliveries, Store):
             raise StaleRecord(record.id, result[2].decode(), record.status)
         if record.terminal:
             self._writers.pop(record.id, None)
+            self._claimed.discard(record.id)
         return bool(outcome == b"ok")
 
     async def claim(self, payload_id: str, owner: str) -> bool:
-        claimed = await self._claim(
-            keys=[record_key(payload_id), DEADLINES], args=[payload_id, owner, self.ttl_ms]
-        )
-        return bool(claimed)
+        """The start guard (one script): a pending payload no one claimed becomes `owner`'s,
+        with a liveness deadline, and is noted in `host_key`'s set when there is one (before
+        anything is spawned, in the same step: one round trip fewer per payload)."""
+        keys = [record_key(payload_id), DEADLINES]
+        if self.host_key is not None:
+            keys.append(self.host_key)
+        claimed = bool(await self._claim(keys=keys, args=[payload_id, owner, self.ttl_ms]))
+        if claimed:
+            self._claimed.add(payload_id)
+        return claimed
+
+    async def mark_starting(self, payload_id: str) -> None:
+        """`Store.mark_starting`. A payload this process claimed is noted already: its claim
+        is durable, and a claimant that stops renewing it leaves it to a reaper, which records
+        it lost, never started again; so no write. Any other (the local runner over Redis) is
+        noted on its record, which `starting` reads back in the next process."""
+        if payload_id in self._claimed:
+            return
+        await self._redis.hset(record_key(payload_id), "starting", b"1")
+
+    async def starting(self) -> set[str]:
+        """Pending payloads noted by `mark_starting` (a record that moved on is not pending)."""
+        found: set[str] = set()
+        bound = "-inf"
+        while True:
+            ids, bound = await self._ids(state_key(Status.PENDING), bound, False)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for payload_id in ids:
+                    pipe.hget(record_key(payload_id), "starting")
+                notes = await pipe.execute()
+            found.update(i for i, note in zip(ids, notes, strict=True) if note is not None)
+            if len(ids) < _BATCH:
+                return found
 
     async def get(self, payload_id: str) -> Payload:
         values = await self._redis.hmget(record_key(payload_id), _FIELDS)
@@ -445,7 +480,8 @@ class RedisStore(RedisDeliveries, Store):
         await self._redis.set(cancel_key(payload_id), b"1", ex=_STOP_TTL)
 
     async def note_host(self, key: str, payload_id: str) -> None:
-        """Note a payload in a host's set (what the host janitor looks through)."""
+        """Note a payload in a host's set (what the host janitor looks through); `claim`
+        does it for `host_key`."""
         await self._redis.sadd(key, payload_id)
 
     async def forget_host(self, key: str, payload_id: str) -> None:

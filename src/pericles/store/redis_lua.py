@@ -144,8 +144,9 @@ return {st, owner, redis.call('GET', KEYS[3]) or ''}
 """
 )
 
-#: KEYS: record, deadlines. ARGV: id, worker, ttl ms. The start guard: a pending payload no
-#: worker has claimed becomes this worker's, with a liveness deadline. Returns 1, else 0.
+#: KEYS: record, deadlines, and optionally the worker's host set. ARGV: id, worker, ttl ms.
+#: The start guard: a pending payload no worker has claimed becomes this worker's, with a
+#: liveness deadline, noted in the host set (for the host janitor). Returns 1, else 0.
 CLAIM = (
     _NOW_MS
     + """
@@ -153,6 +154,7 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'worker') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'worker', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+if KEYS[3] then redis.call('SADD', KEYS[3], ARGV[1]) end
 return 1
 """
 )
