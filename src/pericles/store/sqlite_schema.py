@@ -1,13 +1,16 @@
-"""The sqlite store's file: its URL, connection settings, schema and forward migrations.
+"""The sqlite store's file: its URL, connection settings, schema, forward migrations and the
+statements the store runs.
 
 Everything here runs on the store's one database thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pericles.errors import StoreUnavailable
@@ -55,6 +58,86 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+
+@dataclass(frozen=True, slots=True)
+class Many:
+    """A statement over any number of rows: `head`, each row's placeholders, `tail`.
+
+    A batch's rows go in as a few statements, not one step each: every step gives the GIL
+    up and takes it back, and taking it back from a busy event loop waits for the loop to
+    let go of it (up to the interpreter's switch interval, 5 ms): a commit of many small
+    steps takes that many waits, and a payload's start waits for its commit.
+    """
+
+    head: str
+    row: str
+    tail: str = ""
+
+    def sql(self, rows: int) -> str:
+        return _sql(self, rows)
+
+
+@functools.cache
+def _sql(many: Many, rows: int) -> str:
+    return f"{many.head}{', '.join([many.row] * rows)}{many.tail}"
+
+
+#: Rows per statement: a batch of n rows is cut into sizes from this list (n's binary
+#: digits, 64 at most), so few distinct statements are prepared (and cached by sqlite3).
+_SIZES = (64, 32, 16, 8, 4, 2, 1)
+
+
+def run_many(conn: sqlite3.Connection, many: Many, rows: Sequence[Sequence[object]]) -> None:
+    done = 0
+    for size in _SIZES:
+        while len(rows) - done >= size:
+            conn.execute(
+                many.sql(size), [value for row in rows[done : done + size] for value in row]
+            )
+            done += size
+
+
+# What a batch runs. Each finds its rows through a key or an index, never by a scan: a
+# record costs the same with a million kept (tests/test_sqlite_store.py checks the plans).
+INSERT_PAYLOADS = Many("INSERT INTO payloads (id, status, record) VALUES ", "(?, ?, ?)")
+#: Rows (id, status, record). `UPDATE ... FROM` needs SQLite 3.33 (2020); older libraries
+#: update one row a step (`UPDATE_PAYLOAD`).
+UPDATE_PAYLOADS = Many(
+    "UPDATE payloads SET status = v.column2, record = v.column3 FROM (VALUES ",
+    "(?, ?, ?)",
+    ") AS v WHERE payloads.id = v.column1",
+)
+UPDATE_PAYLOAD = "UPDATE payloads SET status = ?2, record = ?3 WHERE id = ?1"
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+INSERT_CHUNKS = Many(
+    "INSERT INTO output_chunks (payload_id, stream, part, offset, coff, data) VALUES ",
+    "(?, ?, ?, ?, ?, ?)",
+)
+INSERT_TOTALS = Many("INSERT INTO output_streams (payload_id, stream, total) VALUES ", "(?, ?, ?)")
+PUT_DELIVERIES = Many(
+    "INSERT OR REPLACE INTO deliveries (id, payload_id, delivery) VALUES ", "(?, ?, ?)"
+)
+PUT_META = Many("INSERT OR REPLACE INTO meta (key, value) VALUES ", "(?, ?)")
+DELETE_PAYLOADS = Many("DELETE FROM payloads WHERE id IN (", "?", ")")
+DELETE_DELIVERIES = Many("DELETE FROM deliveries WHERE payload_id IN (", "?", ")")
+DELETE_CHUNKS = Many("DELETE FROM output_chunks WHERE payload_id IN (", "?", ")")
+DELETE_TOTALS = Many("DELETE FROM output_streams WHERE payload_id IN (", "?", ")")
+DELETE_META = Many("DELETE FROM meta WHERE key IN (", "?", ")")
+SELECT_CHUNKS = "SELECT stream, part, offset, coff, data FROM output_chunks WHERE payload_id = ?"
+SELECT_TOTALS = "SELECT stream, total FROM output_streams WHERE payload_id = ?"
+#: The statements that look rows up, as run for two rows (the query plan tests).
+BY_KEY = (
+    UPDATE_PAYLOADS.sql(2),
+    UPDATE_PAYLOAD,
+    *(m.sql(2) for m in (DELETE_PAYLOADS, DELETE_DELIVERIES, DELETE_CHUNKS, DELETE_TOTALS)),
+    DELETE_META.sql(2),
+    SELECT_CHUNKS,
+    SELECT_TOTALS,
+)
+
+#: Free pages (4 KiB each) past which deleting records gives space back to the file system.
+_VACUUM_PAGES = 256
+
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -96,7 +179,7 @@ def connect(url: SqliteUrl) -> sqlite3.Connection:
         raise StoreUnavailable(f"{url.path}: directory {directory} does not exist{_slashes(url)}")
     try:
         # Autocommit: transactions are begun and committed explicitly, one per batch.
-        conn = sqlite3.connect(url.path, isolation_level=None)
+        conn = sqlite3.connect(url.path, isolation_level=None, cached_statements=256)
     except sqlite3.Error as exc:
         raise StoreUnavailable(f"{url.path}: {exc}") from exc
     try:
@@ -165,3 +248,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def vacuum(conn: sqlite3.Connection) -> None:
+    """Give freed pages back to the file system once there are enough of them to matter."""
+    if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _VACUUM_PAGES:
+        # Each step of this pragma frees one page, and execute() steps a statement without
+        # result rows once: executescript() runs it to the end (no transaction is open here).
+        conn.executescript("PRAGMA incremental_vacuum;")
+
+
+def delete_output(conn: sqlite3.Connection, payload_ids: Iterable[str]) -> None:
+    keys = [(payload_id,) for payload_id in payload_ids]
+    run_many(conn, DELETE_CHUNKS, keys)
+    run_many(conn, DELETE_TOTALS, keys)
