@@ -27,6 +27,9 @@ else:
         return field(**kwargs)
 
 
+#: Wire text to status, for every status but `error:...` (see `status_of`).
+_BY_WIRE: dict[str, Status] = {status.value: status for status in Status}
+
 #: The streams a payload writes, in the order they are shown.
 STREAMS = ("stdout", "stderr")
 
@@ -200,7 +203,9 @@ class Payload:
 
     @property
     def state(self) -> Status:
-        return status_of(self.status)
+        # A dict lookup first: read dozens of times per payload, and `Status(wire)` walks
+        # the enum machinery each time.
+        return _BY_WIRE.get(self.status) or status_of(self.status)
 
     @property
     def terminal(self) -> bool:

@@ -18,6 +18,7 @@ import stat
 import uuid
 from collections.abc import Mapping, Sequence
 
+from pericles.process import cspawn
 from pericles.process.cgroup import PayloadCgroup, Stage
 from pericles.process.child import Child, OutputSink
 from pericles.process.contain import Containment
@@ -90,26 +91,24 @@ class Stdio:
 def _posix_spawn(
     executable: str | int, argv: list[str], env: Mapping[str, str], fds: list[int]
 ) -> int:
-    stdin_action = (
-        (os.POSIX_SPAWN_DUP2, fds[0], 0)
-        if fds[0] >= 0
-        else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)
+    stdin_action: cspawn.Action = (
+        ("dup2", fds[0], 0) if fds[0] >= 0 else ("open", 0, "/dev/null", os.O_RDONLY, 0)
     )
-    actions: list[tuple[object, ...]] = [
-        stdin_action,
-        (os.POSIX_SPAWN_DUP2, fds[1], 1),
-        (os.POSIX_SPAWN_DUP2, fds[2], 2),
-    ]
+    actions: list[cspawn.Action] = [stdin_action, ("dup2", fds[1], 1), ("dup2", fds[2], 2)]
     if isinstance(executable, int):
         # The open file itself. dup2 onto itself clears close-on-exec in the child only: a
         # `#!` script's interpreter is handed /proc/self/fd/N and must still find it open.
-        actions.append((os.POSIX_SPAWN_DUP2, executable, executable))
+        actions.append(("dup2", executable, executable))
         executable = f"/proc/self/fd/{executable}"
+    if cspawn.AVAILABLE:
+        # The GIL released while the child execs (`os.posix_spawn` keeps it): see cspawn.
+        return cspawn.spawn(executable, argv, env, actions, RESET_SIGNALS)
+    kinds = {"dup2": os.POSIX_SPAWN_DUP2, "open": os.POSIX_SPAWN_OPEN}
     return os.posix_spawn(
         executable,
         argv,
         env,
-        file_actions=actions,
+        file_actions=[(kinds[str(kind)], *rest) for kind, *rest in actions],
         setsid=True,
         setsigdef=RESET_SIGNALS,
         setsigmask=(),

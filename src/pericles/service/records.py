@@ -36,6 +36,8 @@ def check_transition(record: Payload, wanted: Status) -> None:
 
 
 def _log_transition(record: Payload) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return  # nothing to build when the level is off
     # The command, never its params or environment: those may carry secrets.
     fields: dict[str, object] = {
         "payload_id": record.id,
@@ -92,10 +94,11 @@ class Records:
     ) -> Payload:
         """`record` moved to `wanted` (wire text `status`, if given) with `changes`, stored."""
         check_transition(record, wanted)
+        before = record.state
         new = dataclasses.replace(record, status=status or wanted.value, **changes)
         # Compare and set: raises `StaleRecord` when another process moved it first.
-        await self.store.put(new, before=record.state)
-        self.published(new, record.state)
+        await self.store.put(new, before=before)
+        self.published(new, before)
         if new.terminal and not self._shared:
             await self.evict(self._retention.add(new.id))
             self.arm_retention_timer()
