@@ -113,7 +113,7 @@ def piped_drain(size: int) -> tuple[float, float, float]:
         _, status, usage[proc.pid] = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
-            raise RuntimeError(f"{proc.args} exited {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited {proc.returncode}")
     elapsed = time.perf_counter() - started
     return elapsed, cpu_of(usage[head.pid]), cpu_of(usage[cat.pid])
 
