@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from pericles import process
+from pericles.process import procfs
 from pericles.process import spawner as spawner_module
 from pericles.process.cgroup import Stage
 from pericles.process.spawn import Launch, Opened, execute
@@ -90,7 +91,7 @@ def test_a_start_cancelled_before_the_thread_takes_it_never_runs(
             first = asyncio.create_task(spawner.launch(job(["/bin/true"])))
             await until(entered.is_set)  # the thread holds the first start
             second = asyncio.create_task(spawner.launch(job(["/bin/touch", str(marker)])))
-            await asyncio.sleep(0)
+            await until(lambda: spawner.queued == 1)  # behind the first, not taken yet
             second.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await second
@@ -140,9 +141,14 @@ def test_closing_ends_queued_starts_and_refuses_new_ones(
         first = asyncio.create_task(spawner.launch(job(["/bin/sleep", "300"])))
         await until(entered.is_set)
         queued = asyncio.create_task(spawner.launch(job(["/bin/touch", str(marker)])))
-        await asyncio.sleep(0)
-        # close() waits for the thread: let the start it holds go on meanwhile.
-        threading.Timer(0.2, gate.set).start()
+        await until(lambda: spawner.queued == 1)
+
+        # close() waits for the thread: let the start it holds go on once close() began.
+        def release_once_closing() -> None:
+            wait_until(lambda: spawner.closed, WAIT, "close() to begin")
+            gate.set()
+
+        threading.Thread(target=release_once_closing).start()
         spawner.close()
         with pytest.raises(process.SpawnFailed) as queued_failed:
             await queued
@@ -168,19 +174,7 @@ def cgroup_of(pid: int) -> str | None:
 
 def session_members(sid: int) -> list[int]:
     """Live processes in session `sid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == sid and fields[0] not in "ZX":
-            found.append(int(entry))
-    return found
+    return [p.pid for p in procfs.processes() if p.session == sid and p.state not in "ZX"]
 
 
 @pytest.mark.slow

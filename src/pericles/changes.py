@@ -21,6 +21,10 @@ class Changes:
     def version(self, key: str) -> int:
         return self._versions.get(key, 0)
 
+    def waiting(self, key: str) -> int:
+        """How many readers wait on `key` now."""
+        return len(self._waiters.get(key, ()))
+
     def notify(self, key: str) -> None:
         self._versions[key] = self._versions.get(key, 0) + 1
         for waiter in self._waiters.pop(key, ()):

@@ -131,8 +131,12 @@ def test_waits_answer_at_once_when_the_server_begins_to_stop() -> None:
         record = await service.create(make_spec(cmd="/fake/true"))
         await state_of(service, record.id, Status.WORKING)
         waiting = asyncio.create_task(service.wait(record.id, 60))
-        for _ in range(10):  # let it reach its wait: it has nothing to wake it
-            await asyncio.sleep(0)
+        # Until it waits on the record's changes: nothing else would wake it.
+        changes = service._records.changes
+        deadline = asyncio.get_running_loop().time() + 5
+        while not changes.waiting(record.id):
+            assert asyncio.get_running_loop().time() < deadline, "the wait never began"
+            await asyncio.sleep(0.001)
         assert not waiting.done()
         service.stop_waiting()
         answered = await asyncio.wait_for(waiting, 5)

@@ -93,6 +93,17 @@ class Spawner:
         #: Held by a thread without a stage while it starts a child in the leaf.
         self._leaf_turn = threading.Lock()
 
+    @property
+    def queued(self) -> int:
+        """Starts waiting for a thread."""
+        with self._ready:
+            return len(self._jobs)
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` began: no start is taken any more."""
+        return self._closed
+
     async def launch(self, job: Launch, release: Callable[[], None] | None = None) -> Launched:
         """Start `job`, the exec on the spawner thread; raises `SpawnFailed`.
 
