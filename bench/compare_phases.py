@@ -7,7 +7,6 @@ process, on the same cores as the server).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import subprocess
@@ -17,6 +16,7 @@ from collections.abc import Callable
 
 import orjson
 
+import throughput
 from loadgen import (
     RawConnection,
     RunResult,
@@ -72,27 +72,7 @@ async def e2e(args: argparse.Namespace, server: ServerProcess) -> tuple[float, l
 
 async def sustained(args: argparse.Namespace, server: ServerProcess) -> tuple[float, float]:
     """POSTs at full speed: payloads finished within the window per second, and 201s/s."""
-    ids: list[str] = []
-    async with connections("raw", server.port, args.clients) as conns:
-        result = await drive(
-            conns,
-            create_request,
-            count=10_000_000,
-            seconds=args.sustain_seconds,
-            expect=201,
-            sink=lambda body: ids.append(orjson.loads(body)["id"]),
-            server_pid=server.pid,
-            retry_on=503,
-        )
-        end = result.wall_started + result.elapsed
-        await wait_all_terminal(conns[0], 0, within=300)
-        records = {r["id"]: r for r in await list_records(conns[0])}
-    finished = sum(
-        1
-        for i in ids
-        if (at := records[i].get("finished_at"))
-        and dt.datetime.fromisoformat(at).timestamp() <= end
-    )
+    finished, result = await throughput.sustained_run(args, server, "raw")
     return finished / result.elapsed, result.rate
 
 

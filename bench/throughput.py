@@ -34,6 +34,7 @@ import uvloop
 
 from loadgen import (
     CLIENT_KINDS,
+    ClientKind,
     Requester,
     RunResult,
     check_run,
@@ -286,17 +287,17 @@ def measure_e2e(
 # --- 1b. running while POSTs keep coming ------------------------------------------------
 
 
-async def bench_sustained(
-    args: argparse.Namespace, server: ServerProcess, outcomes: list[str]
-) -> None:
-    """POST at full speed for `--sustain-seconds`; of the 201s answered in that window, how
-    many payloads had finished within it (from their `finished_at`)."""
+async def sustained_run(
+    args: argparse.Namespace, server: ServerProcess, client: ClientKind
+) -> tuple[int, RunResult]:
+    """POST at full speed for `--sustain-seconds`: how many of the payloads answered 201 in
+    that window had finished within it (from their `finished_at`), and the POSTs' result."""
     ids: list[str] = []
 
     def keep_id(body: bytes) -> None:
         ids.append(orjson.loads(body)["id"])
 
-    async with connections(args.client, server.port, args.clients) as conns:
+    async with connections(client, server.port, args.clients) as conns:
         result = await drive(
             conns,
             create_request,
@@ -308,14 +309,22 @@ async def bench_sustained(
             retry_on=503,
         )
         end = result.wall_started + result.elapsed
-        await wait_all_terminal(conns[0], 0, within=120)
+        await wait_all_terminal(conns[0], 0, within=300)
         records = {r["id"]: r for r in await list_records(conns[0])}
     finished = sum(
         1
         for i in ids
-        if records[i].get("finished_at")
-        and dt.datetime.fromisoformat(records[i]["finished_at"]).timestamp() <= end
+        if (at := records[i].get("finished_at"))
+        and dt.datetime.fromisoformat(at).timestamp() <= end
     )
+    return finished, result
+
+
+async def bench_sustained(
+    args: argparse.Namespace, server: ServerProcess, outcomes: list[str]
+) -> None:
+    """The sustained run (`sustained_run`), reported against its target."""
+    finished, result = await sustained_run(args, server, args.client)
     say(
         f"  201s: {result.ok} in {result.elapsed:.2f}s ({result.rate:.0f}/s),"
         f" 503s retried: {result.retried}; {result.cpu_summary()}"
