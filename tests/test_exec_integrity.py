@@ -244,3 +244,38 @@ def test_copies_of_the_judged_programs_still_run(pclient: httpx.Client, area: Pa
         record = wait_for_status(pclient, response.json()["id"])
         assert record["status"] == "finished"
         assert _output(pclient, record["id"]) == "hi\n"
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["unpinned", "pinned"])
+def test_a_file_replaced_while_pending_does_not_start(tmp_path: Path, pinned: bool) -> None:
+    tool = tmp_path / "tool"
+    tool.write_bytes(GOOD)
+    tool.chmod(0o755)
+    pin = f'sha256 = "{hashlib.sha256(GOOD).hexdigest()}"' if pinned else ""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[[rule]]\nname = "cat"\ncmd = "/bin/cat"\n\n'
+        f'[[rule]]\nname = "tool"\ncmd = "{tool}"\n{pin}\n'
+    )
+    server = start_server("--policy", str(policy), "--max-running", "1")
+    try:
+        with server.client() as client:
+            gate = client.post("/payloads", json={"cmd": "/bin/cat", "stdin": "pipe"}).json()
+            wait_for_status(client, gate["id"], "working")
+            queued = client.post("/payloads", json={"cmd": str(tool)})
+            assert queued.status_code == 201, queued.text
+            assert queued.json()["status"] == "pending"
+            # Another file at the same path, admitted as the first: it must not run.
+            spare = tmp_path / "spare"
+            spare.write_bytes(EVIL)
+            spare.chmod(0o755)
+            spare.rename(tool)
+            closed = client.post(f"/payloads/{gate['id']}/stdin", json={"close": True})
+            assert closed.status_code == 200, closed.text
+            record = wait_for_status(client, queued.json()["id"])
+            assert record["status"].startswith(f"error:start('{tool}':refused by the command ")
+            assert "is not the file admitted" in record["status"], record["status"]
+            assert record.get("pid") is None
+            assert _output(client, record["id"]) == ""
+    finally:
+        server.stop()

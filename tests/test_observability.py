@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,26 @@ def test_json_logs_parse_and_hold_no_secret() -> None:
     requests = [e for e in parsed if e["logger"] == "uvicorn.access"]
     assert {"method", "path", "status"} <= requests[0].keys()
     assert secret not in server.log()
+
+
+def test_plain_log_lines_start_with_local_time_level_and_logger() -> None:
+    with running_server() as server, server.client() as client:
+        first = post(client, "/bin/true")
+        wait_for_status(client, first["id"])
+        second = post(client, "/bin/true")
+        wait_for_status(client, second["id"])
+    line = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ([A-Z]+) ([\w.]+): (.*)")
+    parsed = [line.fullmatch(text) for text in server.log().splitlines() if text.strip()]
+    assert all(parsed), server.log()
+    now = datetime.now()
+    for match in parsed:
+        assert match is not None
+        stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S")
+        assert abs((now - stamp).total_seconds()) < 120, match[0]
+    ours = [m[5] for m in parsed if m is not None and m[4] == "pericles.service"]
+    for record in (first, second):
+        said = [text.split()[2] for text in ours if text.startswith(f"payload {record['id']} ")]
+        assert said == ["pending", "working", "finished"], ours
 
 
 def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

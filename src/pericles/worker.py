@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 from pericles import policy as command_policy
 from pericles import process
 from pericles.errors import PayloadNotFound, PericlesError, SecretsKeyError
-from pericles.logs import log_config
+from pericles.logs import lean_records, log_config
 from pericles.model import PayloadSpec, Resolved
 from pericles.runner.base import Execution
 from pericles.runner.celery import TASK, Sealer, control_channel, make_app
@@ -291,6 +291,7 @@ def _loop_thread() -> asyncio.AbstractEventLoop:
 
 def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | None) -> None:
     """Run a worker until it is told to stop (SIGTERM: warm shutdown, payloads finish)."""
+    lean_records()
     config = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config)
     if settings.log_level.lower() != "debug":

@@ -16,7 +16,7 @@ import pytest
 from pericles.errors import InvalidSignal, PolicyDenied
 from pericles.model import Payload, PayloadSpec, Resolved, Status, utcnow
 from pericles.policy import Policy, Rule
-from pericles.runner import Execution, Exited, Output, Runner, StartFailed
+from pericles.runner import Execution, Exited, Output, Runner, StartFailed, check_target
 from pericles.runner.base import Event
 from pericles.service import Service
 from pericles.service.door import DOOR_DEPTH
@@ -77,7 +77,9 @@ class FakeRunner(Runner):
     async def start(
         self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
     ) -> Execution:
-        await self.identify(spec)
+        now = await self.identify(spec)
+        if resolved is not None:
+            check_target(resolved, now)
         execution = self.started[payload_id] = FakeExecution(1000 + len(self.started))
         return execution
 

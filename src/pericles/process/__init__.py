@@ -12,7 +12,6 @@ from pericles.process.exe import (
     MagicLink,
     Target,
     canonical,
-    changed,
     identify,
     open_target,
 )
@@ -60,7 +59,6 @@ __all__ = [
     "become_subreaper",
     "boot_id",
     "canonical",
-    "changed",
     "check_cwd",
     "identify",
     "is_root",

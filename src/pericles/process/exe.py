@@ -125,7 +125,8 @@ def _open_dir(path: str) -> int:
     return fd
 
 
-def _open_exe(path: str, dir_fd: int) -> int:
+def _open_exe(path: str, dir_fd: int) -> tuple[int, str, os.stat_result]:
+    """The open executable, its real path and its stat (each asked of the kernel once)."""
     try:
         fd = _openat2(dir_fd, path, os.O_RDONLY)
     except SpawnFailed as exc:
@@ -133,13 +134,14 @@ def _open_exe(path: str, dir_fd: int) -> int:
             raise
         fd = _openat2(dir_fd, path, os.O_PATH)  # execute-only: runnable, not hashable
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode) or not os.access(fd_path(fd), os.X_OK):
+        st = os.fstat(fd)
+        real = fd_path(fd)
+        if stat.S_ISDIR(st.st_mode) or not os.access(real, os.X_OK):
             raise SpawnFailed(errno.EACCES)
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, real, st
 
 
 def _digest_fd(fd: int) -> str:
@@ -162,10 +164,11 @@ class DigestCache:
         self._size = size
         self._entries: OrderedDict[tuple[int, ...], str] = OrderedDict()
 
-    async def sha256(self, fd: int) -> str | None:
-        """The digest of the open file `fd` (read through it); None when it cannot be read."""
+    async def sha256(self, fd: int, st: os.stat_result | None = None) -> str | None:
+        """The digest of the open file `fd` (read through it; `st` its `fstat` if known);
+        None when it cannot be read."""
         try:
-            key = _identity(os.fstat(fd))
+            key = _identity(st or os.fstat(fd))
         except OSError:
             return None
         found = self._entries.get(key)
@@ -196,7 +199,7 @@ async def open_target(
         raise SpawnFailed(exc.errno or errno.EIO) from exc
     try:
         found = resolve_executable(cmd, search_path or DEFAULT_PATH)
-        exe_fd = _open_exe(found, _AT_FDCWD if cwd_fd is None else cwd_fd)
+        exe_fd, exe, st = _open_exe(found, _AT_FDCWD if cwd_fd is None else cwd_fd)
     except BaseException as exc:
         if cwd_fd is not None:
             os.close(cwd_fd)
@@ -205,7 +208,7 @@ async def open_target(
         raise
     try:
         real_cwd = fd_path(cwd_fd) if cwd_fd is not None else None
-        resolved = Resolved(fd_path(exe_fd), await cache.sha256(exe_fd), real_cwd)
+        resolved = Resolved(exe, await cache.sha256(exe_fd, st), real_cwd)
     except BaseException as exc:
         Target(Resolved("", None), exe_fd, cwd_fd).close()
         if isinstance(exc, OSError):
@@ -244,14 +247,3 @@ async def identify(
     target = await open_target(cmd, search_path, cwd, cache)
     target.close()
     return target.resolved
-
-
-def changed(judged: Resolved, now: Resolved) -> str | None:
-    """How the opened target differs from what was judged, or None when it is the same."""
-    if now.exe != judged.exe:
-        return f"{judged.exe} became {now.exe} after it was checked"
-    if now.cwd != judged.cwd:
-        return f"cwd {judged.cwd} became {now.cwd} after it was checked"
-    if judged.pinned and now.sha256 != judged.sha256:
-        return f"{judged.exe} changed after it was checked (sha256 {now.sha256})"
-    return None

@@ -1,5 +1,5 @@
 """Where processes run: `local` (this host, through `pericles.process`)."""
 
-from pericles.runner.base import Execution, Exited, Output, Runner, StartFailed
+from pericles.runner.base import Execution, Exited, Output, Runner, StartFailed, check_target
 
-__all__ = ["Execution", "Exited", "Output", "Runner", "StartFailed"]
+__all__ = ["Execution", "Exited", "Output", "Runner", "StartFailed", "check_target"]

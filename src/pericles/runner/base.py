@@ -37,6 +37,23 @@ class Exited:
 Event = Output | Exited
 
 
+def check_target(judged: Resolved, now: Resolved) -> None:
+    """Raise `StartFailed` unless `now`, the file and cwd opened to start a payload, are
+    `judged`: the same path, digest and directory. The one check between admission and
+    exec; every runner makes it on the files it then starts from."""
+    if judged.judged:
+        what, refused = "admitted", "refused by the command policy: "
+    else:
+        what, refused = "resolved", "changed while it waited: "
+    if (now.exe, now.sha256) != (judged.exe, judged.sha256):
+        raise StartFailed(
+            f"{refused}{now.exe} (sha256 {now.sha256}) is not the file {what}, "
+            f"{judged.exe} (sha256 {judged.sha256})"
+        )
+    if now.cwd != judged.cwd:
+        raise StartFailed(f"{refused}cwd {now.cwd} is not the one {what}, {judged.cwd}")
+
+
 class Execution(abc.ABC):
     """One started process. Its `events()` yield output in order and end with one `Exited`."""
 
@@ -78,7 +95,10 @@ class Runner(abc.ABC):
     async def start(
         self, payload_id: str, spec: PayloadSpec, resolved: Resolved | None = None
     ) -> Execution:
-        """Start the spec's process (`resolved.exe` when given); `StartFailed` when it cannot."""
+        """Start the spec's process; `StartFailed` when it cannot.
+
+        With `resolved`, only that file in that cwd: the runner opens them and checks what
+        it opened (`check_target`) before it starts from the open files."""
 
     async def ping(self) -> None:
         """Raise unless the runner can start payloads now."""

@@ -11,7 +11,15 @@ from collections.abc import AsyncIterator, Mapping
 from pericles import process
 from pericles.errors import FieldError, ServiceUnavailable, StdinUnavailable
 from pericles.model import STDIN_PIPE, PayloadSpec, Resolved
-from pericles.runner.base import Event, Execution, Exited, Output, Runner, StartFailed
+from pericles.runner.base import (
+    Event,
+    Execution,
+    Exited,
+    Output,
+    Runner,
+    StartFailed,
+    check_target,
+)
 
 log = logging.getLogger("pericles.runner")
 
@@ -173,9 +181,10 @@ class LocalRunner(Runner):
     ) -> Execution:
         """Start `spec`; with `resolved`, only if what opens now is what was judged.
 
-        The executable and cwd are opened once more, compared with `resolved`, and the child
-        starts from those open files: in the open directory (fchdir) and, when a rule pinned
-        the digest, from the open file that was hashed.
+        The executable and cwd are opened once more, checked against `resolved`
+        (`check_target`), and the child starts from those open files: in the open
+        directory (fchdir) and, when a rule pinned the digest, from the open file that was
+        hashed.
         """
         env = self._env(spec)
         execution: LocalExecution | None = None
@@ -192,8 +201,8 @@ class LocalRunner(Runner):
             raise StartFailed(exc.strerror or str(exc)) from exc
         submitted = False
         try:
-            if resolved is not None and (why := process.changed(resolved, target.resolved)):
-                raise StartFailed(why)
+            if resolved is not None:
+                check_target(resolved, target.resolved)
             judged = resolved or target.resolved
             job = process.prepare(
                 spec.cmd,

@@ -15,9 +15,10 @@ the spec as it will run, with what it left open filled in, in this order:
 3. the caps: a value asked over a server cap is refused; a value not asked becomes the
    tightest cap there is, the rule's or the server's (`--max-timeout`, `--max-memory`...).
 
-A pending payload keeps its `Admitted`. Just before it starts, `for_start` resolves its
-file again and checks only that it is still the file admitted (path and SHA-256): the file
-may have changed while the payload waited; the rest of the decision has not.
+A pending payload keeps its `Admitted`. When it starts, the runner opens its file and cwd
+again and starts it only if they are still the ones admitted (path, SHA-256, directory:
+`runner.check_target`): the file may have changed while the payload waited; the rest of
+the decision has not.
 """
 
 from __future__ import annotations
@@ -146,28 +147,19 @@ class Admission:
         if not decision.allowed:
             rule = f" (rule {decision.rule})" if decision.rule else ""
             raise StartFailed(f"refused by the worker's command policy{rule}: {decision.reason}")
-        # The file judged here is the one to run; `for_start` checks it did not change since.
+        # The file judged here is the one to run; the runner checks it did not change since.
         return Admitted(spec, file or resolved, decision, caller)
 
     async def for_start(self, admitted: Admitted) -> Resolved:
-        """The file to run, resolved again; `StartFailed` unless it is the file admitted."""
-        resolved = await self._runner.identify(admitted.spec)
+        """The file to run and its cwd: the ones admitted, for the runner to open and check
+        (`Runner.start`, `runner.check_target`); resolved now when no policy judged one."""
         was = admitted.resolved
         if was is None:
-            return resolved
-        if (resolved.exe, resolved.sha256) != (was.exe, was.sha256):
-            raise StartFailed(
-                f"refused by the command policy: {resolved.exe} (sha256 {resolved.sha256}) "
-                f"is not the file admitted, {was.exe} (sha256 {was.sha256})"
-            )
-        if resolved.cwd != was.cwd:
-            raise StartFailed(
-                f"refused by the command policy: cwd {resolved.cwd} is not the one admitted, "
-                f"{was.cwd}"
-            )
+            return await self._runner.identify(admitted.spec)
         # The runner starts exactly this: argv[0] the judged file, from the hashed
-        # descriptor when the rule pins it, in the judged directory (it checks once more).
-        return dataclasses.replace(resolved, judged=True, pinned=admitted.decision.pinned)
+        # descriptor when the rule pins it, in the judged directory. Opening it here too
+        # would only check it a moment earlier, and cost a third open per payload.
+        return dataclasses.replace(was, judged=True, pinned=admitted.decision.pinned)
 
     # -- the steps -------------------------------------------------------------------------
 
