@@ -11,6 +11,11 @@ A client may also send a head announcing a large body and then stall: each such 
 holds a descriptor, and enough of them take every descriptor the server has (payload pipes
 included). So a body must be complete within `body_timeout` seconds (else 408), and past
 `max_connections` open connections a new one is answered 503 and closed at once.
+
+uvicorn writes a response's head and its body in two `transport.write` calls: two `send`
+syscalls, and two wake-ups of the client, for every small JSON answer. Each request's
+cycle writes through `HeadHeld`, which keeps the head back until the body's first write
+joins it in one, or until the loop's next turn (a stream whose first event comes later).
 """
 
 from __future__ import annotations
@@ -46,6 +51,46 @@ def _too_large(limit: int) -> bytes:
         "headers-too-large",
         f"the request line and headers are over {limit} bytes",
     )
+
+
+class HeadHeld:
+    """The transport of one request's response, holding its first write (the head) back
+    to send it with the next one; see the module's docstring."""
+
+    __slots__ = ("_flush", "_held", "_transport", "_turn")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._turn = loop
+        #: Set once the head was written: later writes go straight through.
+        self._flush: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._flush is None:
+            self._held = data
+            self._flush = self._turn.call_soon(self._release)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._release()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -144,7 +189,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_head_timer()
         if not self._refused:
+            before = getattr(self, "cycle", None)
             super().on_headers_complete()
+            cycle = getattr(self, "cycle", None)
+            if cycle is not None and cycle is not before:  # not an upgrade: a new response
+                cycle.transport = HeadHeld(self.transport, self.loop)
             # The body, if any, is on the clock until its last byte (on_message_complete).
             self._body_timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 
