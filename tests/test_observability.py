@@ -126,6 +126,9 @@ def test_plain_log_lines_start_with_local_time_level_and_logger() -> None:
     for record in (first, second):
         said = [text.split()[2] for text in ours if text.startswith(f"payload {record['id']} ")]
         assert said == ["pending", "working", "finished"], ours
+    # Lines wait for the end of the loop's turn: the last ones, logged as the loop stops,
+    # are written all the same.
+    assert ours[-1] == "shutdown: every payload has ended", ours
 
 
 def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
