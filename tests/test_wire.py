@@ -48,7 +48,8 @@ def test_a_small_answer_arrives_in_one_piece(server: Server, client: httpx.Clien
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 "), answer
             length = [line for line in head.split(b"\r\n") if line.startswith(b"content-length")]
-            assert length and int(length[0].split(b":")[1]) == len(body), answer
+            assert length, answer
+            assert int(length[0].split(b":")[1]) == len(body), answer
             assert json.loads(body)["id"] == record["id"]
 
 
