@@ -44,7 +44,7 @@ def check_target(judged: Resolved, now: Resolved) -> None:
     if judged.judged:
         what, refused = "admitted", "refused by the command policy: "
     else:
-        what, refused = "resolved", "changed while it waited: "
+        what, refused = "resolved", "changed as it started: "
     if (now.exe, now.sha256) != (judged.exe, judged.sha256):
         raise StartFailed(
             f"{refused}{now.exe} (sha256 {now.sha256}) is not the file {what}, "
