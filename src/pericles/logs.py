@@ -7,8 +7,8 @@ once, for our loggers and for uvicorn's alike, so every line the server writes i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import logging.config
 import re
 import sys
 import time
@@ -83,9 +83,12 @@ class TurnHandler(logging.StreamHandler[TextIO]):
             loop.call_soon(self._turn_ended)
 
     def _turn_ended(self) -> None:
-        with self.lock or _NO_LOCK:
+        self.acquire()
+        try:
             self._scheduled = False
             self._write()
+        finally:
+            self.release()
 
     def _write(self) -> None:
         """Write what waits (the caller holds the handler's lock)."""
@@ -100,18 +103,17 @@ class TurnHandler(logging.StreamHandler[TextIO]):
             self.handleError(logging.makeLogRecord({"msg": text.rstrip()}))
 
     def flush(self) -> None:
-        with self.lock or _NO_LOCK:
+        self.acquire()
+        try:
             self._write()
             super().flush()
+        finally:
+            self.release()
 
 
-_NO_LOCK = contextlib.nullcontext()
-
-
-def lean_records() -> None:
+def _lean_records() -> None:
     """Leave out of every log record what no line of ours shows (the logging HOWTO's
-    "Optimization"): the caller's file and line, thread and process names and ids. Called
-    by the entry points, before they configure logging."""
+    "Optimization"): the caller's file and line, thread and process names and ids."""
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
@@ -236,3 +238,12 @@ def log_config(level: str, fmt: str, tokens: Redacts | None = None) -> dict[str,
         },
         "root": {"handlers": ["main"], "level": "WARNING"},
     }
+
+
+def configure(level: str, fmt: str, tokens: Redacts | None = None) -> dict[str, Any]:
+    """Set up logging for an entry point (`log_config`, records kept lean); the config, for
+    uvicorn to apply again as it starts."""
+    _lean_records()
+    config = log_config(level, fmt, tokens)
+    logging.config.dictConfig(config)
+    return config

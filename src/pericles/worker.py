@@ -25,7 +25,6 @@ import binascii
 import contextlib
 import json
 import logging
-import logging.config
 import os
 import socket
 import sys
@@ -39,7 +38,7 @@ from redis.exceptions import RedisError
 from pericles import policy as command_policy
 from pericles import process
 from pericles.errors import PayloadNotFound, PericlesError, SecretsKeyError
-from pericles.logs import lean_records, log_config
+from pericles.logs import configure as configure_logging
 from pericles.model import PayloadSpec, Resolved
 from pericles.runner.base import Execution
 from pericles.runner.celery import TASK, Sealer, control_channel, make_app
@@ -291,9 +290,7 @@ def _loop_thread() -> asyncio.AbstractEventLoop:
 
 def run(settings: Settings, queues: Sequence[str], slots: int, hostname: str | None) -> None:
     """Run a worker until it is told to stop (SIGTERM: warm shutdown, payloads finish)."""
-    lean_records()
-    config = log_config(settings.log_level, settings.log_format)
-    logging.config.dictConfig(config)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.log_level.lower() != "debug":
         # Celery's "Task ... received" and "... succeeded" lines, two per payload (about 3 %
         # of a worker's CPU in a drain): our own lines say when each payload starts and ends.

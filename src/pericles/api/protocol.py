@@ -57,25 +57,23 @@ class HeadHeld:
     """The transport of one request's response, holding its first write (the head) back
     to send it with the next one; see the module's docstring."""
 
-    __slots__ = ("_flush", "_held", "_transport", "_turn")
+    __slots__ = ("_held", "_loop", "_started", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
+        self._loop = loop
         self._held: bytes | None = None
-        self._turn = loop
-        #: Set once the head was written: later writes go straight through.
-        self._flush: asyncio.Handle | None = None
+        #: The head has come: later writes go straight through, after it.
+        self._started = False
 
     def write(self, data: bytes) -> None:
-        if self._flush is None:
+        if not self._started:
+            self._started = True
             self._held = data
-            self._flush = self._turn.call_soon(self._release)
+            self._loop.call_soon(self._release)
             return
-        held = self._held
-        if held is not None:
-            self._held = None
-            data = held + data
-        self._transport.write(data)
+        held, self._held = self._held, None
+        self._transport.write(data if held is None else held + data)
 
     def _release(self) -> None:
         held, self._held = self._held, None
@@ -189,11 +187,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_head_timer()
         if not self._refused:
-            before = getattr(self, "cycle", None)
+            before = self.cycle
             super().on_headers_complete()
-            cycle = getattr(self, "cycle", None)
-            if cycle is not None and cycle is not before:  # not an upgrade: a new response
-                cycle.transport = HeadHeld(self.transport, self.loop)
+            if self.cycle is not before:  # a new request, not an upgrade
+                self.cycle.transport = HeadHeld(self.transport, self.loop)  # type: ignore[assignment]
             # The body, if any, is on the clock until its last byte (on_message_complete).
             self._body_timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import logging.config
 import os
 import resource
 import signal
@@ -28,7 +27,7 @@ from pericles.api.app import create_app
 from pericles.api.protocol import bounded_head_protocol
 from pericles.cli import flags
 from pericles.errors import SecretsKeyError, StoreUnavailable
-from pericles.logs import lean_records, log_config
+from pericles.logs import configure as configure_logging
 from pericles.policy import PolicyError
 from pericles.process import UnknownIdentity
 from pericles.server import Server, settings_tokens
@@ -127,9 +126,7 @@ class _Server(uvicorn.Server):
 def serve(
     settings: Settings, tokens: TokenSet, sock: socket.socket, warning: str | None = None
 ) -> None:
-    lean_records()
-    config_dict = log_config(settings.log_level, settings.log_format, tokens)
-    logging.config.dictConfig(config_dict)
+    config_dict = configure_logging(settings.log_level, settings.log_format, tokens)
     if warning:
         log.warning("%s", warning)
     if not is_loopback(settings.host) and not settings.public_host:
