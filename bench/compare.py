@@ -5,12 +5,14 @@ Run from the project root: `.venv/bin/python bench/compare.py` (`--quick` for a 
 
 1. the baseline spawn loop: `/bin/true` by `os.posix_spawn` + `waitpid`, one thread;
 2. Pericles (`handler-serve`, memory store, access log, metrics and a policy on:
-   `--allow /bin/true`): `/bin/true` created -> finished by 32 clients; finished per second
+   `--allow /bin/true`): `/bin/true` created -> finished by 32 clients, with the CPU the
+   server, the payloads and the clients used per payload; finished per second
    while POSTs keep coming; `POST /payloads?wait=` latency on one connection (and POST then
    `GET ?wait=`); `GET /payloads/{id}` per server CPU-second; the CLI against this server;
 3. the hello app on the same stack (`bench/hello_serve.py`: handler-serve's entry point, its
-   uvicorn config and access log): `GET /hello`, and `POST /true`, a route that spawns
-   `/bin/true` and answers after it exits (the stand-in for webhook: no Go toolchain here);
+   uvicorn config and access log): `POST /true`, a route that spawns `/bin/true` and
+   answers after it exits (the stand-in for webhook: no Go toolchain here), from as many
+   clients as the e2e run, then on one connection; `GET /hello`;
 4. the same e2e run on the SQLite store;
 5. granian: the hello app and the Pericles app (`bench/pericles_app.py`), `GET` per CPU-s;
 6. `bench/store_queries.py` (filters with 100,000 records kept) and `bench/output.py`
@@ -105,8 +107,16 @@ async def round_pericles(args: argparse.Namespace, results: Results) -> None:
     keep = max(10_000, 2 * (args.payloads + args.warmup_payloads) + 10 * args.latency_requests)
     with ServerProcess("pericles", pericles_argv("memory://", keep)).start() as server:
         with results.phase("e2e"):
-            e2e, ids = await phases.e2e(args, server)
-        results.add(e2e=e2e)
+            run = await phases.e2e(args, server)
+        ids = run.ids
+        results.add(
+            e2e=run.rate,
+            e2e_cpu=run.server_ms,
+            e2e_children_cpu=run.children_ms,
+            # What 1.0x the spawn loop leaves the server: all cores' time per payload at the
+            # loop's rate, less what the payloads and the clients use in this same run.
+            e2e_budget=_budget_ms(results, run),
+        )
         if args.sustain_seconds > 0:
             with results.phase("sustain"):
                 finished, answered = await phases.sustained(args, server)
@@ -121,6 +131,13 @@ async def round_pericles(args: argparse.Namespace, results: Results) -> None:
         with results.phase("cli"):
             results.add(**phases.cli(args, server.port))
     with ServerProcess("hello", hello_serve_argv()).start() as hello:
+        with results.phase("stand-in e2e"):
+            standin = await phases.standin_e2e(args, hello)
+        results.add(
+            standin_e2e=standin.rate,
+            standin_cpu=standin.server_ms,
+            standin_children_cpu=standin.children_ms,
+        )
         with results.phase("hello"):
             base = await phases.gets(args, hello.port, hello.pid, lambda _: "/hello")
             true = await phases.latencies(hello.port, "/true", 200, args)
@@ -131,8 +148,16 @@ async def round_pericles(args: argparse.Namespace, results: Results) -> None:
             store = f"sqlite:///{tmp}/pericles.db"
             sqlite_server = ServerProcess("sqlite", pericles_argv(store, keep))
             with sqlite_server.start() as server, results.phase("e2e sqlite"):
-                sqlite, _ = await phases.e2e(args, server)
-            results.add(e2e_sqlite=sqlite)
+                sqlite = await phases.e2e(args, server)
+            results.add(e2e_sqlite=sqlite.rate)
+
+
+def _budget_ms(results: Results, run: phases.EndToEnd) -> float | None:
+    spawn = results.values.get("spawn")
+    if not spawn:
+        return None
+    cores = len(os.sched_getaffinity(0))
+    return cores * 1000 / spawn[-1] - run.children_ms - run.client_ms
 
 
 async def round_granian(args: argparse.Namespace, results: Results) -> None:
@@ -213,6 +238,14 @@ def ratio_of(results: Results, ours: str, base: str, invert: bool = False) -> fl
 ROWS: list[tuple[str, str, str, str, str, str, str]] = [
     ("`/bin/true` create -> finished, 32 clients", "e2e", "/s",
      "posix_spawn+waitpid loop, one thread", "spawn", "e2e", ">= 1.35 (floor 1.0)"),
+    ("server CPU per payload in that run", "e2e_cpu", " ms",
+     "what 1.0x the loop leaves it", "e2e_budget", "e2e", "<= 1 for the floor"),
+    ("payloads' own CPU per payload in that run", "e2e_children_cpu", " ms",
+     "the stand-in's, below", "standin_children_cpu", "e2e", ""),
+    ("stand-in `POST /true` create -> exited, 32 clients", "standin_e2e", "/s",
+     "posix_spawn+waitpid loop, one thread", "spawn", "stand-in e2e", "the stack's ceiling"),
+    ("stand-in server CPU per `POST /true`", "standin_cpu", " ms",
+     "what 1.0x the loop leaves Pericles", "e2e_budget", "stand-in e2e", ""),
     ("finished while POSTs keep coming", "sustain_finished", "/s",
      "201s answered", "sustain_201", "sustain", ">= 0.8"),
     ("`POST /payloads?wait=` p50, one connection", "wait_p50", " ms",

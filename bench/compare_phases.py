@@ -7,6 +7,7 @@ process, on the same cores as the server).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -25,9 +26,10 @@ from loadgen import (
     create_request,
     drive,
     list_records,
+    own_cpu,
     wait_all_terminal,
 )
-from serverproc import VENV_BIN, ServerProcess
+from serverproc import VENV_BIN, ServerProcess, cpu_seconds
 
 TRUE = "/bin/true"
 _CREATE = b'{"cmd": "/bin/true", "params": []}'
@@ -45,8 +47,37 @@ def spawn_loop(seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def e2e(args: argparse.Namespace, server: ServerProcess) -> tuple[float, list[str]]:
-    """Payloads per second from the first POST until every one is terminal; their ids."""
+@dataclasses.dataclass(frozen=True)
+class EndToEnd:
+    """A create -> ended run: payloads per second, their ids, and CPU per payload (ms)."""
+
+    rate: float
+    ids: list[str]
+    #: The server's own CPU (user + system, all its threads).
+    server_ms: float
+    #: The payloads' own CPU, counted when the server reaps them.
+    children_ms: float
+    #: This process's CPU: the clients sending and polling.
+    client_ms: float
+
+
+class _CpuMeter:
+    """CPU seconds of the server, its reaped children and this process, from here on."""
+
+    def __init__(self, server_pid: int) -> None:
+        self._pid = server_pid
+        self._start = (*cpu_seconds(server_pid), own_cpu())
+
+    def per_item_ms(self, count: int) -> tuple[float, float, float]:
+        now = (*cpu_seconds(self._pid), own_cpu())
+        server, children, client = (
+            (b - a) * 1000 / count for a, b in zip(self._start, now, strict=True)
+        )
+        return server, children, client
+
+
+async def e2e(args: argparse.Namespace, server: ServerProcess) -> EndToEnd:
+    """Payloads per second from the first POST until every one is terminal, and its CPU."""
     ids: list[str] = []
     async with connections("raw", server.port, args.clients) as conns:
         before = len(await list_records(conns[0]))
@@ -55,6 +86,7 @@ async def e2e(args: argparse.Namespace, server: ServerProcess) -> tuple[float, l
         )
         check_run("warm-up", warm, args.warmup_payloads)
         await wait_all_terminal(conns[0], before + args.warmup_payloads, within=120)
+        meter = _CpuMeter(server.pid)
         created = await drive(
             conns,
             create_request,
@@ -67,7 +99,25 @@ async def e2e(args: argparse.Namespace, server: ServerProcess) -> tuple[float, l
         check_run("create", created, args.payloads)
         total = before + args.warmup_payloads + args.payloads
         seen, _ = await wait_all_terminal(conns[0], total, within=300)
-    return args.payloads / (seen - created.started), ids
+        cpu = meter.per_item_ms(args.payloads)
+    return EndToEnd(args.payloads / (seen - created.started), ids, *cpu)
+
+
+async def standin_e2e(args: argparse.Namespace, server: ServerProcess) -> EndToEnd:
+    """The stand-in's `POST /true` from as many clients as `e2e`: each answer comes after
+    its `/bin/true` has exited, so answers per second are processes run per second."""
+
+    def make(_: int) -> tuple[str, str, bytes]:
+        return "POST", "/true", b"{}"
+
+    async with connections("raw", server.port, args.clients) as conns:
+        warm = await drive(conns, make, count=args.warmup_payloads, seconds=60)
+        check_run("warm-up", warm, args.warmup_payloads)
+        meter = _CpuMeter(server.pid)
+        result = await drive(conns, make, count=args.payloads, seconds=120)
+        check_run("POST /true", result, args.payloads)
+        cpu = meter.per_item_ms(result.ok)
+    return EndToEnd(result.rate, [], *cpu)
 
 
 async def sustained(args: argparse.Namespace, server: ServerProcess) -> tuple[float, float]:

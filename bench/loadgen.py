@@ -176,7 +176,7 @@ class _Cursor:
     next: int = 0
 
 
-def _own_cpu() -> float:
+def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -220,7 +220,7 @@ async def drive(
                 result.first_failure = result.first_failure or f"{status} {data[:200]!r}"
 
     server_before = cpu_seconds(server_pid) if server_pid else (0.0, 0.0)
-    client_before = _own_cpu()
+    client_before = own_cpu()
     system_before = system_busy_seconds()
     result.wall_started = time.time()
     result.started = started = time.perf_counter()
@@ -228,7 +228,7 @@ async def drive(
     async with asyncio.timeout(seconds + 30.0):
         await asyncio.gather(*(worker(requester) for requester in requesters))
     result.elapsed = time.perf_counter() - started
-    result.client_cpu = _own_cpu() - client_before
+    result.client_cpu = own_cpu() - client_before
     result.system_cpu = system_busy_seconds() - system_before
     if server_pid:
         own, reaped = cpu_seconds(server_pid)
