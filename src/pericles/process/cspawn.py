@@ -4,7 +4,10 @@ CPython's `os.posix_spawn` keeps the GIL for the whole call, and the call lasts 
 child has exec'd (vfork semantics: 0.3 ms or more each). On a spawner thread that stalls the
 event loop just as much as spawning on the loop would, and two spawner threads take turns
 instead of using both cores. A ctypes call (`CDLL`, not `PyDLL`) drops the GIL around the
-foreign call: the loop serves requests and reaps while the child execs.
+foreign call: the loop serves requests and reaps while the child execs. Only `posix_spawn`
+is called so; the calls that fill in its arguments keep the GIL (`PyDLL`): on a spawner
+thread, each release is one more wait to get the GIL back from a busy loop (a forced switch
+of threads, two context switches, futex calls) for work that takes nanoseconds.
 
 `spawn` takes what `os.posix_spawn` took in `spawn._posix_spawn`: file actions (dup2, open),
 `setsid`, signals reset to their default, an empty signal mask. Where the C library cannot be
@@ -35,11 +38,14 @@ Action = tuple[object, ...]
 _pid_t = ctypes.c_int
 
 
-def _load() -> ctypes.CDLL | None:
+def _load() -> tuple[ctypes.CDLL, ctypes.PyDLL] | None:
+    """glibc twice: for `posix_spawn`, called with the GIL released, and for the calls
+    that fill in its arguments, called with the GIL kept (see the module's docstring)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        quick = ctypes.PyDLL("libc.so.6", use_errno=True)
+        libc.posix_spawn  # noqa: B018 - looked up now: missing, the module is not AVAILABLE
         for name in (
-            "posix_spawn",
             "posix_spawn_file_actions_init",
             "posix_spawn_file_actions_adddup2",
             "posix_spawn_file_actions_addopen",
@@ -51,7 +57,7 @@ def _load() -> ctypes.CDLL | None:
             "sigemptyset",
             "sigaddset",
         ):
-            getattr(libc, name)
+            getattr(quick, name)
     except (OSError, AttributeError):
         return None
     libc.posix_spawn.argtypes = [
@@ -63,8 +69,8 @@ def _load() -> ctypes.CDLL | None:
         ctypes.c_void_p,
     ]
     libc.posix_spawn.restype = ctypes.c_int
-    libc.posix_spawn_file_actions_adddup2.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-    libc.posix_spawn_file_actions_addopen.argtypes = [
+    quick.posix_spawn_file_actions_adddup2.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    quick.posix_spawn_file_actions_addopen.argtypes = [
         ctypes.c_void_p,
         ctypes.c_int,
         ctypes.c_char_p,
@@ -72,12 +78,13 @@ def _load() -> ctypes.CDLL | None:
         ctypes.c_uint,
     ]
     for name in ("posix_spawn_file_actions_init", "posix_spawn_file_actions_destroy"):
-        getattr(libc, name).argtypes = [ctypes.c_void_p]
-    return libc
+        getattr(quick, name).argtypes = [ctypes.c_void_p]
+    return libc, quick
 
 
-_libc = _load()
-AVAILABLE = _libc is not None
+_loaded = _load()
+AVAILABLE = _loaded is not None
+_libc, _quick = _loaded if _loaded is not None else (None, None)
 
 _attrs: dict[tuple[int, ...], ctypes.Array[ctypes.c_char]] = {}
 _attrs_lock = threading.Lock()
@@ -95,21 +102,23 @@ def _attr(reset: Iterable[int]) -> ctypes.Array[ctypes.c_char]:
     attr = _attrs.get(key)
     if attr is not None:
         return attr
-    assert _libc is not None
+    assert _quick is not None
     with _attrs_lock:
         attr = ctypes.create_string_buffer(_OPAQUE)
         default = ctypes.create_string_buffer(_OPAQUE)
         empty = ctypes.create_string_buffer(_OPAQUE)
-        _check(_libc.posix_spawnattr_init(attr))
-        _check(_libc.sigemptyset(default))
-        _check(_libc.sigemptyset(empty))
+        _check(_quick.posix_spawnattr_init(attr))
+        _check(_quick.sigemptyset(default))
+        _check(_quick.sigemptyset(empty))
         for signum in key:
-            if _libc.sigaddset(default, signum) != 0:
+            if _quick.sigaddset(default, signum) != 0:
                 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        _check(_libc.posix_spawnattr_setsigdefault(attr, default))
-        _check(_libc.posix_spawnattr_setsigmask(attr, empty))
+        _check(_quick.posix_spawnattr_setsigdefault(attr, default))
+        _check(_quick.posix_spawnattr_setsigmask(attr, empty))
         _check(
-            _libc.posix_spawnattr_setflags(attr, ctypes.c_short(_SETSID | _SETSIGDEF | _SETSIGMASK))
+            _quick.posix_spawnattr_setflags(
+                attr, ctypes.c_short(_SETSID | _SETSIGDEF | _SETSIGMASK)
+            )
         )
         _attrs[key] = attr
         return attr
@@ -136,6 +145,7 @@ def spawn(
     """`os.posix_spawn(path, argv, env, file_actions=..., setsid=True, setsigdef=reset,
     setsigmask=())` with the GIL released during the call; the pid, or `OSError`."""
     assert _libc is not None
+    assert _quick is not None
     if not argv:
         raise ValueError("argv must not be empty")
     c_path = _c(path, "path")
@@ -149,20 +159,20 @@ def spawn(
     c_env = _strings(entries)
     fa = ctypes.create_string_buffer(_OPAQUE)
     kept: list[bytes] = []  # alive until the call, whatever the C library copies
-    _check(_libc.posix_spawn_file_actions_init(fa))
+    _check(_quick.posix_spawn_file_actions_init(fa))
     try:
         for action in actions:
             kind = action[0]
             if kind == "dup2":
                 _, fd, newfd = cast(tuple[str, int, int], action)
-                _check(_libc.posix_spawn_file_actions_adddup2(fa, fd, newfd))
+                _check(_quick.posix_spawn_file_actions_adddup2(fa, fd, newfd))
             else:
                 _, fd, where, flags, mode = cast(tuple[str, int, str, int, int], action)
                 opened = _c(where, "path")
                 kept.append(opened)
-                _check(_libc.posix_spawn_file_actions_addopen(fa, fd, opened, flags, mode))
+                _check(_quick.posix_spawn_file_actions_addopen(fa, fd, opened, flags, mode))
         pid = _pid_t(0)
         _check(_libc.posix_spawn(ctypes.byref(pid), c_path, fa, _attr(reset), c_argv, c_env))
     finally:
-        _libc.posix_spawn_file_actions_destroy(fa)
+        _quick.posix_spawn_file_actions_destroy(fa)
     return pid.value
