@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.cluster import WITH_CLUSTER
-from tests.helpers import Server, post, release, server_rss, wait_for_status
+from tests.helpers import Server, post, release, server_rss, wait_for_status, wait_until
 
 STORES = WITH_CLUSTER
 
@@ -169,11 +169,17 @@ def test_wait_returns_as_soon_as_the_payload_ends(client: httpx.Client, tmp_path
 def test_wait_times_out_with_the_current_record(client: httpx.Client, tmp_path: Path) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    record = post(client, *gated(fifo, "", ""))
-    wait_for_status(client, record["id"], "working")
+    record = post(client, *gated(fifo, "12345", ""))
+    wait_until(
+        lambda: client.get(f"/payloads/{record['id']}").json()["stdout_bytes"] == 5,
+        10,
+        "its first output",
+    )
     response = client.get(f"/payloads/{record['id']}", params={"wait": 0.2})
     assert response.status_code == 200
+    # Output does not end the wait, yet the record it answers with counts all of it so far.
     assert response.json()["status"] == "working"
+    assert response.json()["stdout_bytes"] == 5
     release(fifo)
     assert wait_for_status(client, record["id"])["status"] == "finished"
 

@@ -24,15 +24,17 @@ async def wait_for_end(
     timeout: float,
     stopping: Callable[[], bool] = lambda: False,
 ) -> Payload:
-    """The record once terminal, or as it is after `timeout` seconds or once `stopping()`."""
+    """The record once terminal, or as it is after `timeout` seconds or once `stopping()`.
+
+    Woken by changes of the record only: more output never ends a payload."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        version = changes.version(payload_id)
+        version = changes.record_version(payload_id)
         record = await get(payload_id)
         remaining = deadline - asyncio.get_running_loop().time()
         if record.terminal or remaining <= 0 or stopping():
             return record
-        await changes.wait(payload_id, version, remaining)
+        await changes.wait_record(payload_id, version, remaining)
 
 
 async def follow(

@@ -128,7 +128,7 @@ class Records:
         if self._metrics is not None:
             self._metrics.output(stream, len(data))
         if not self._shared:
-            self.changes.notify(payload_id)
+            self.changes.notify_output(payload_id)
         return counts
 
     async def forget(self, payload_id: str) -> None:

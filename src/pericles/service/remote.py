@@ -128,7 +128,7 @@ class RemoteService(Service):
     async def _listen(self) -> None:
         async for kind, payload_id, record, before in self._redis_store.changes():
             if kind == "o":
-                self._records.changes.notify(payload_id)
+                self._records.changes.notify_output(payload_id)
             elif record is not None:
                 self._records.heard(record)
                 self._callback(record, before)
@@ -252,12 +252,12 @@ class RemoteService(Service):
         deadline = asyncio.get_running_loop().time() + _SIGNAL_WAIT
         changes = self._records.changes
         while True:
-            version = changes.version(payload_id)
+            version = changes.record_version(payload_id)
             record = await self.store.get(payload_id)
             remaining = deadline - asyncio.get_running_loop().time()
             if done(record) or remaining <= 0:
                 return record
-            await changes.wait(payload_id, version, remaining)
+            await changes.wait_record(payload_id, version, remaining)
 
     async def write_stdin(self, payload_id: str, data: bytes, close: bool = False) -> None:
         record = await self._running_record(payload_id, "take stdin")
