@@ -3,36 +3,57 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from pericles.changes import Changes
 
+#: Seconds a woken reader has to return: a deadline for a failing test, never waited out.
+DEADLINE = 10
 
-async def _woken(changes: Changes, wake: str) -> tuple[bool, bool]:
-    """Whether a reader of every change and a reader of record changes were woken by `wake`
-    (a method of `changes`, called for the key "p")."""
-    every = asyncio.ensure_future(changes.wait("p", changes.version("p"), 0.5))
-    record = asyncio.ensure_future(changes.wait_record("p", changes.record_version("p"), 0.5))
-    await asyncio.sleep(0)  # both are waiting now
+
+async def _first_steps_taken() -> None:
+    """Return once every task scheduled before this call has run up to its first await:
+    the loop runs callbacks in the order they were scheduled, and this one comes last."""
+    turn = asyncio.Event()
+    asyncio.get_running_loop().call_soon(turn.set)
+    await turn.wait()
+
+
+async def _still_waiting_after(wake: Callable[[Changes], None]) -> tuple[int, Changes]:
+    """A reader of every change and a reader of record changes wait on "p"; `wake` is
+    done; how many of the two still wait. Both are then woken and must return True."""
+    changes = Changes()
+    every = asyncio.ensure_future(changes.wait("p", changes.version("p")))
+    record = asyncio.ensure_future(changes.wait_record("p", changes.record_version("p")))
+    await _first_steps_taken()
     assert changes.waiting("p") == 2
-    if wake == "close":
-        changes.close()
-    else:
-        getattr(changes, wake)("p")
-    return await every, await record
+    wake(changes)
+    left = changes.waiting("p")
+    changes.notify("p")
+    assert list(await asyncio.wait_for(asyncio.gather(every, record), DEADLINE)) == [True, True]
+    return left, changes
 
 
 def test_output_wakes_readers_of_every_change_only() -> None:
-    # A payload's output moves what event streams read, never whether it has ended.
-    assert asyncio.run(_woken(Changes(), "notify_output")) == (True, False)
+    # A payload's output moves what event streams read, never whether it has ended: the
+    # reader of record changes is the one left waiting.
+    async def scenario() -> tuple[int, int, int]:
+        left, changes = await _still_waiting_after(lambda c: c.notify_output("p"))
+        return left, changes.version("p"), changes.record_version("p")
+
+    # Two changes seen by the first reader (the output, then the record), one by the other.
+    assert asyncio.run(scenario()) == (1, 2, 1)
 
 
-def test_a_record_change_wakes_every_reader() -> None:
-    assert asyncio.run(_woken(Changes(), "notify")) == (True, True)
-
-
-def test_forget_and_close_wake_every_reader() -> None:
-    assert asyncio.run(_woken(Changes(), "forget")) == (True, True)
-    assert asyncio.run(_woken(Changes(), "close")) == (True, True)
+def test_a_record_change_forget_and_close_wake_every_reader() -> None:
+    wakes: list[Callable[[Changes], None]] = [
+        lambda c: c.notify("p"),
+        lambda c: c.forget("p"),
+        lambda c: c.close(),
+    ]
+    for wake in wakes:
+        left, _ = asyncio.run(_still_waiting_after(wake))
+        assert left == 0
 
 
 def test_a_change_between_reading_and_waiting_is_not_missed() -> None:
@@ -40,7 +61,7 @@ def test_a_change_between_reading_and_waiting_is_not_missed() -> None:
         changes = Changes()
         every, record = changes.version("p"), changes.record_version("p")
         changes.notify("p")  # after the reader noted the versions, before it waits
-        # Both return at once, with no timeout to run out.
+        # Both return at once: there is nothing to wait for.
         return await changes.wait("p", every), await changes.wait_record("p", record)
 
     assert asyncio.run(scenario()) == (True, True)

@@ -71,13 +71,12 @@ class TurnHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
+        self._waiting.append(line)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._waiting.append(line)
             self._write()
             return
-        self._waiting.append(line)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._turn_ended)
